@@ -1,0 +1,539 @@
+"""The endpoint client: the only module that speaks HTTP to a model.
+
+It sends OpenAI-compatible ``/v1/chat/completions`` and ``/v1/completions`` requests with a
+concurrency limit, requests- and tokens-per-minute token buckets, retries with exponential
+backoff and jitter (honouring ``Retry-After``), usage and cost accounting and a spending cap.
+Every request goes through the ledger in the project database when one is given: a row is
+committed as ``pending`` before the request is sent and completed with the response after,
+so a rerun answers finished requests from the database and never pays twice.
+
+It is built on aiohttp rather than httpx or the openai SDK: on a 2-core machine those spend
+1-8 ms of CPU per request and cannot hold a fan-out of 256 requests in flight, while aiohttp
+costs about 0.15 ms (see README, "Client throughput").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from datagen import store
+
+CHAT_PATH = "/chat/completions"
+COMPLETIONS_PATH = "/completions"
+SUPPORTED_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
+
+# US dollars per million (input, output) tokens; the longest matching prefix wins.
+# Local models cost nothing. Override with ClientConfig.prices or `--prices FILE`.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5": (1.25, 10.00),
+    "o4-mini": (1.10, 4.40),
+    "gpt-3.5-turbo": (0.50, 1.50),
+}
+
+
+class ClientConfig(BaseModel):
+    """Where and how to send requests.
+
+    Example: ``ClientConfig(base_url="http://127.0.0.1:8000/v1", concurrency=64, rpm=500)``
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="OpenAI-style base URL, e.g. http://host:port/v1")
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    model: str | None = Field(default=None, description="Model used when a call names none")
+    concurrency: int = Field(default=64, ge=1, le=10_000)
+    rpm: float | None = Field(default=None, gt=0, description="Requests per minute cap")
+    tpm: float | None = Field(default=None, gt=0, description="Tokens per minute cap")
+    max_retries: int = Field(default=5, ge=0)
+    timeout: float = Field(default=600.0, gt=0, description="Seconds per attempt")
+    budget_usd: float | None = Field(default=None, ge=0)
+    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    backoff_base: float = Field(default=0.5, ge=0)
+    backoff_max: float = Field(default=30.0, ge=0)
+
+
+class Completion(BaseModel):
+    """The outcome of one request: a response body, or the error that ended its attempts."""
+
+    key: str
+    status: Literal["ok", "failed", "skipped"]
+    status_code: int | None = None
+    body: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int = 0
+    from_ledger: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def texts(self) -> list[str]:
+        """The text of every choice (chat message content or completion text)."""
+        out = []
+        for choice in (self.body or {}).get("choices", []):
+            if "message" in choice:
+                out.append((choice["message"] or {}).get("content") or "")
+            else:
+                out.append(choice.get("text") or "")
+        return out
+
+    @property
+    def text(self) -> str:
+        """The first choice's text ("" when there is none)."""
+        texts = self.texts
+        return texts[0] if texts else ""
+
+    @property
+    def finish_reason(self) -> str | None:
+        choices = (self.body or {}).get("choices") or [{}]
+        return choices[0].get("finish_reason")
+
+    def token_logprobs(self, choice: int = 0) -> list[dict[str, Any]]:
+        """Chat-format per-token logprob records ({token, logprob, top_logprobs}) of a choice."""
+        choices = (self.body or {}).get("choices") or []
+        if choice >= len(choices):
+            return []
+        logprobs = choices[choice].get("logprobs") or {}
+        if "content" in logprobs:
+            return logprobs.get("content") or []
+        # completions format: tokens, token_logprobs, top_logprobs (list of dicts)
+        tokens = logprobs.get("tokens") or []
+        lps = logprobs.get("token_logprobs") or []
+        tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+        return [
+            {
+                "token": t,
+                "logprob": lp,
+                "top_logprobs": [{"token": k, "logprob": v} for k, v in (top or {}).items()],
+            }
+            for t, lp, top in zip(tokens, lps, tops, strict=False)
+        ]
+
+    def top_logprobs(self, position: int = 0, choice: int = 0) -> dict[str, float]:
+        """{token: logprob} of the alternatives at one generated position."""
+        records = self.token_logprobs(choice)
+        if position >= len(records):
+            return {}
+        return {t["token"]: t["logprob"] for t in records[position].get("top_logprobs") or []}
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON text: sorted keys, no spaces, unicode kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def normalise_path(path: str) -> str:
+    """Map '/v1/chat/completions', 'chat/completions' or '/chat/completions' to '/chat/completions'."""
+    path = "/" + path.strip().lstrip("/")
+    if path.startswith("/v1/"):
+        path = path[3:]
+    return path
+
+
+def request_key(path: str, body: dict[str, Any], sample_index: int = 0) -> str:
+    """The ledger key: a hash of the endpoint path, the canonical body and the sample index."""
+    text = canonical_json({"path": normalise_path(path), "body": body, "sample": sample_index})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def resolve_url(base_url: str, path: str) -> str:
+    """Join an OpenAI-style base URL (ending in /v1) and a path, without doubling /v1."""
+    return base_url.rstrip("/") + normalise_path(path)
+
+
+def price_for(model: str | None, prices: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """(input, output) dollars per million tokens for a model: longest matching prefix."""
+    if not model:
+        return (0.0, 0.0)
+    table = {**DEFAULT_PRICES, **prices}
+    matches = [name for name in table if model == name or model.startswith(name + "-")]
+    if not matches:
+        return (0.0, 0.0)
+    return table[max(matches, key=len)]
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """A cheap upper-side guess of a request's tokens for the tokens-per-minute bucket."""
+    prompt_chars = len(canonical_json(body.get("messages") or body.get("prompt") or ""))
+    out = body.get("max_completion_tokens") or body.get("max_tokens") or 256
+    return prompt_chars // 4 + int(out) * int(body.get("n") or 1)
+
+
+class TokenBucket:
+    """A refilling bucket that may go into debt, so one large request is never starved."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute / 6.0)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    async def take(self, amount: float) -> None:
+        while True:
+            self._refill()
+            if self.level >= min(amount, self.capacity):
+                self.level -= amount
+                return
+            await asyncio.sleep(max(0.001, (min(amount, self.capacity) - self.level) / self.rate))
+
+    def give_back(self, amount: float) -> None:
+        self._refill()
+        self.level = min(self.capacity, self.level + amount)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_message(raw: bytes, status: int) -> str:
+    try:
+        data = json.loads(raw)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict) and err.get("message"):
+            return f"HTTP {status}: {err['message']}"
+        if isinstance(err, str):
+            return f"HTTP {status}: {err}"
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return f"HTTP {status}: {raw[:200].decode('utf-8', 'replace')}"
+
+
+class Stats(BaseModel):
+    """Live counters for progress displays and run summaries."""
+
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    from_ledger: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class LLMClient:
+    """Async OpenAI-compatible client with limits, retries and an exactly-once ledger.
+
+    Use as ``async with LLMClient(config, db) as client: c = await client.chat(messages)``.
+    With ``db=None`` no ledger is kept (nothing is cached or recorded).
+    """
+
+    def __init__(self, config: ClientConfig, db: Any | None = None) -> None:
+        self.config = config
+        self.db = db
+        self.stats = Stats()
+        self._session: aiohttp.ClientSession | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._rpm = TokenBucket(config.rpm) if config.rpm else None
+        self._tpm = TokenBucket(config.tpm) if config.tpm else None
+        self._db_thread: ThreadPoolExecutor | None = None
+        self._queue: asyncio.Queue | None = None
+        self._writer: asyncio.Task | None = None
+        self._headers = {"Content-Type": "application/json"}
+        if config.api_key is not None and config.api_key.get_secret_value():
+            self._headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self._endpoint = config.base_url.split("@")[-1]
+        self._budget_hit = False
+
+    async def __aenter__(self) -> LLMClient:
+        connector = aiohttp.TCPConnector(limit=self.config.concurrency, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        self._sem = asyncio.Semaphore(self.config.concurrency)
+        if self.db is not None:
+            self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+            self._queue = asyncio.Queue()
+            self._writer = asyncio.create_task(self._write_loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            await self._queue.put(None)
+            await self._writer
+        if self._db_thread is not None:
+            self._db_thread.shutdown(wait=True)
+        if self._session is not None:
+            await self._session.close()
+
+    # --- ledger plumbing ---------------------------------------------------------------------
+
+    async def _in_db_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
+
+    async def _write_loop(self) -> None:
+        """Group commit: drain every queued ledger write into one transaction."""
+        closing = False
+        while not closing:
+            item = await self._queue.get()
+            items = [item]
+            while not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            closing = None in items
+            ops = [i for i in items if i is not None]
+            pending = [row for kind, row, _ in ops if kind == "pending"]
+            finished = [row for kind, row, _ in ops if kind == "finish"]
+            try:
+                await self._in_db_thread(self._write, pending, finished)
+            except Exception as exc:  # a full disk must not be reported as sent
+                for _, _, fut in ops:
+                    if fut is not None and not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, _, fut in ops:
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    def _write(self, pending: list[dict], finished: list[dict]) -> None:
+        with store.transaction(self.db):
+            store.ledger_add_pending(self.db, pending)
+            store.ledger_finish(self.db, finished)
+
+    async def lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Ledger rows for these keys (empty without a database)."""
+        if self.db is None:
+            return {}
+        return await self._in_db_thread(store.ledger_lookup, self.db, keys)
+
+    async def record_pending(self, rows: list[dict[str, Any]]) -> None:
+        """Commit pending rows for requests about to be sent (used by batch to pre-register)."""
+        if self.db is None or not rows:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        for row in rows[:-1]:
+            self._queue.put_nowait(("pending", row, None))
+        self._queue.put_nowait(("pending", rows[-1], fut))
+        await fut
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str | None = None,
+        sample_index: int = 0,
+        **params: Any,
+    ) -> Completion:
+        """One chat completion through the ledger; sampling parameters pass through as given."""
+        body = {"model": model or self.config.model, "messages": messages, **params}
+        return await self.call(CHAT_PATH, body, sample_index=sample_index)
+
+    async def complete(
+        self, prompt: str, *, model: str | None = None, sample_index: int = 0, **params: Any
+    ) -> Completion:
+        """One text completion (``/v1/completions``) through the ledger."""
+        body = {"model": model or self.config.model, "prompt": prompt, **params}
+        return await self.call(COMPLETIONS_PATH, body, sample_index=sample_index)
+
+    async def call(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        sample_index: int = 0,
+        known: dict[str, Any] | None = None,
+    ) -> Completion:
+        """Answer from the ledger if this exact request completed before, else send it.
+
+        ``known`` is the ledger row for this request when the caller already looked it up
+        (``{}`` for "not in the ledger"); ``None`` makes the client look it up itself.
+        """
+        body = {k: v for k, v in body.items() if v is not None}
+        key = request_key(path, body, sample_index)
+        if self.db is not None:
+            row = known if known is not None else (await self.lookup([key])).get(key)
+            if row and row["status"] == "ok":
+                self.stats.from_ledger += 1
+                self.stats.ok += 1
+                return _from_ledger_row(key, row)
+            if not row:
+                await self.record_pending([_pending_row(key, path, body, sample_index)])
+        if self._over_budget():
+            self.stats.skipped += 1
+            return Completion(key=key, status="skipped", error="budget exhausted (--budget-usd)")
+        result = await self._send(key, path, body)
+        if self.db is not None:
+            self._queue.put_nowait(("finish", _finish_row(result, self._endpoint), None))
+        return result
+
+    def _over_budget(self) -> bool:
+        cap = self.config.budget_usd
+        if cap is not None and self.stats.cost_usd >= cap:
+            self._budget_hit = True
+        return self._budget_hit
+
+    @property
+    def budget_exhausted(self) -> bool:
+        return self._budget_hit
+
+    async def _send(self, key: str, path: str, body: dict[str, Any]) -> Completion:
+        url = resolve_url(self.config.base_url, path)
+        payload = canonical_json(body).encode()
+        estimate = estimate_tokens(body) if self._tpm else 0
+        attempts = 0
+        error = "not sent"
+        status_code: int | None = None
+        async with self._sem:
+            while True:
+                attempts += 1
+                if self._rpm:
+                    await self._rpm.take(1)
+                if self._tpm:
+                    await self._tpm.take(estimate)
+                started = time.monotonic()
+                retry_after = None
+                self.stats.sent += 1
+                try:
+                    status_code, raw, headers = await self._post(url, payload)
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    status_code, raw, headers = None, b"", {}
+                    error = f"{type(exc).__name__}: {exc}".rstrip(": ") or "connection error"
+                    retryable = True
+                else:
+                    if status_code == 200:
+                        parsed = _parse_body(raw)
+                        if parsed is not None:
+                            return self._success(key, body, parsed, attempts, started)
+                        error = "malformed or truncated response body"
+                        retryable = True
+                    else:
+                        error = _error_message(raw, status_code)
+                        retryable = status_code in RETRY_STATUSES
+                        retry_after = _retry_after_seconds(headers.get("Retry-After"))
+                if self._tpm:
+                    self._tpm.give_back(estimate)
+                if not retryable or attempts > self.config.max_retries:
+                    break
+                self.stats.retries += 1
+                await asyncio.sleep(self._backoff(attempts, retry_after))
+        self.stats.failed += 1
+        return Completion(key=key, status="failed", status_code=status_code, error=error,
+                          attempts=attempts)
+
+    async def _post(self, url: str, payload: bytes) -> tuple[int, bytes, Any]:
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        async with self._session.post(
+            url, data=payload, headers=self._headers, timeout=timeout
+        ) as resp:
+            raw = await resp.read()
+            return resp.status, raw, resp.headers
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, max(self.config.backoff_max, retry_after))
+        ceiling = min(self.config.backoff_max, self.config.backoff_base * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _success(
+        self, key: str, body: dict[str, Any], parsed: dict[str, Any], attempts: int, started: float
+    ) -> Completion:
+        usage = parsed.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        price_in, price_out = price_for(body.get("model"), self.config.prices)
+        cost = (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+        self.stats.ok += 1
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.completion_tokens += completion_tokens
+        self.stats.cost_usd += cost
+        if self._tpm:
+            self._tpm.give_back(estimate_tokens(body) - prompt_tokens - completion_tokens)
+        return Completion(
+            key=key, status="ok", status_code=200, body=parsed, attempts=attempts,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost,
+            latency_ms=(time.monotonic() - started) * 1000,
+        )
+
+    async def list_models(self) -> list[str]:
+        """Model ids the endpoint serves (``GET /models``)."""
+        url = resolve_url(self.config.base_url, "/models")
+        timeout = aiohttp.ClientTimeout(total=min(self.config.timeout, 30))
+        async with self._session.get(url, headers=self._headers, timeout=timeout) as resp:
+            data = json.loads(await resp.read())
+        return [m["id"] for m in data.get("data", [])]
+
+
+def _parse_body(raw: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        return None
+    return data
+
+
+def _pending_row(key: str, path: str, body: dict[str, Any], sample_index: int) -> dict[str, Any]:
+    return {
+        "key": key, "path": normalise_path(path), "model": body.get("model"),
+        "body": canonical_json(body), "sample_index": sample_index,
+    }
+
+
+def _finish_row(result: Completion, endpoint: str) -> dict[str, Any]:
+    return {
+        "key": result.key, "status": result.status, "status_code": result.status_code,
+        "response": canonical_json(result.body) if result.body is not None else None,
+        "error": result.error, "attempts": result.attempts, "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens, "cost_usd": result.cost_usd,
+        "latency_ms": result.latency_ms, "endpoint": endpoint,
+    }
+
+
+def _from_ledger_row(key: str, row: dict[str, Any]) -> Completion:
+    return Completion(
+        key=key, status="ok", status_code=row.get("status_code") or 200,
+        body=json.loads(row["response"]), attempts=row.get("attempts") or 0, from_ledger=True,
+        prompt_tokens=row.get("prompt_tokens") or 0,
+        completion_tokens=row.get("completion_tokens") or 0,
+        cost_usd=0.0, latency_ms=row.get("latency_ms"),
+    )
+
+
+def run_async(coro: Awaitable[Any]) -> Any:
+    """Run a coroutine to completion on a fresh event loop (uvloop when installed)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+

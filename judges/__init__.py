@@ -1,0 +1,1 @@
+"""AI and rule-based judges that label response pairs, and reports that measure them."""
