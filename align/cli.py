@@ -7,16 +7,46 @@ never import torch; each subcommand module is a thin parse -> call -> print laye
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
 COMMANDS = {
     "batch": "datagen.cli:batch",
+    "serve": "datagen.cli_serve:serve",
+    "dedup": "datagen.cli_self_instruct:dedup",
+    "label": "judges.cli_label:label",
+    "judge-report": "judges.cli_label:judge_report",
+    "judge-audit": "judges.cli_label:judge_audit",
 }
 
-GENERATE_COMMANDS: dict[str, str] = {}
+GENERATE_COMMANDS = {
+    "self-instruct": "datagen.cli_self_instruct:generate_self_instruct",
+    "flan": "datagen.cli_flan:generate_flan",
+    "constitutional": "datagen.cli_constitutional:generate_constitutional",
+    "responses": "datagen.cli_responses:generate_responses",
+    "constrained": "judges.cli_constrained:generate_constrained",
+}
 
-EXPORT_COMMANDS: dict[str, str] = {}
+EXPORT_COMMANDS = {
+    "self-instruct": "datagen.cli_self_instruct:export_self_instruct",
+    "pairs": "datagen.cli_responses:export_pairs",
+    "sft": "align.cli_export:export_sft",
+    "preference": "align.cli_export:export_preference",
+    "prompts": "align.cli_export:export_prompts",
+}
+
+TRAIN_COMMANDS = {
+    "sft": "align.cli_train:train_sft",
+    "rm": "align.cli_train:train_rm",
+    "dpo": "align.cli_train:train_dpo",
+    "ppo": "align.cli_ppo:train_ppo",
+}
+
+EVAL_COMMANDS = {
+    "rm": "align.cli_train:eval_rm",
+    "winrate": "align.cli_eval:eval_winrate",
+}
 
 
 class LazyGroup(click.Group):
@@ -27,7 +57,11 @@ class LazyGroup(click.Group):
         self.lazy = dict(lazy or {})
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+        present = {
+            name for name, target in self.lazy.items()
+            if importlib.util.find_spec(target.split(":")[0]) is not None
+        }
+        return sorted(set(super().list_commands(ctx)) | present)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
@@ -50,3 +84,17 @@ def generate() -> None:
 @main.group(cls=LazyGroup, lazy=EXPORT_COMMANDS)
 def export() -> None:
     """Export stored rows as training datasets (JSONL or a Hugging Face dataset directory)."""
+
+
+@main.group(cls=LazyGroup, lazy=TRAIN_COMMANDS)
+def train() -> None:
+    """Train a policy or reward model on exported data (TRL SFT/reward/DPO, project PPO)."""
+
+
+@main.group(name="eval", cls=LazyGroup, lazy=EVAL_COMMANDS)
+def evaluate() -> None:
+    """Evaluate a reward model or a trained policy."""
+
+
+if __name__ == "__main__":
+    main()

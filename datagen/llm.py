@@ -387,11 +387,8 @@ class LLMClient:
                 return _from_ledger_row(key, row)
             if not row:
                 await self.record_pending([_pending_row(key, path, body, sample_index)])
-        if self._over_budget():
-            self.stats.skipped += 1
-            return Completion(key=key, status="skipped", error="budget exhausted (--budget-usd)")
         result = await self._send(key, path, body)
-        if self.db is not None:
+        if self.db is not None and result.status != "skipped":
             self._queue.put_nowait(("finish", _finish_row(result, self._endpoint), None))
         return result
 
@@ -413,6 +410,10 @@ class LLMClient:
         error = "not sent"
         status_code: int | None = None
         async with self._sem:
+            if self._over_budget():
+                self.stats.skipped += 1
+                return Completion(key=key, status="skipped",
+                                  error="budget exhausted (--budget-usd)")
             while True:
                 attempts += 1
                 if self._rpm:

@@ -1,0 +1,31 @@
+"""Shared fixtures: a scripted loopback OpenAI server and an isolated user cache folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_openai import FakeOpenAI  # noqa: E402
+
+
+@pytest.fixture
+def fake_llm():
+    """A running FakeOpenAI server; ``fake_llm.base_url`` is its /v1 URL."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    """Keep tests away from the user's real endpoint settings and keys."""
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    if "RLAIF_CACHE_DIR" not in os.environ:
+        monkeypatch.setenv("RLAIF_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlaif-cache"))
