@@ -22,7 +22,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from datagen.errors import UserInputError
-from datagen.llm import SUPPORTED_PATHS, Completion, LLMClient, normalise_path, request_key
+from datagen.llm import (
+    SUPPORTED_PATHS,
+    Completion,
+    LLMClient,
+    canonical_json,
+    normalise_path,
+    request_key,
+)
 
 
 class BatchLine(BaseModel):
@@ -138,7 +145,7 @@ async def run_batch(
     known = await client.lookup([line.key for line in lines])
     to_register = [
         {"key": ln.key, "path": ln.path, "model": ln.body.get("model"),
-         "body": json.dumps(ln.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+         "body": canonical_json(ln.body),
          "sample_index": ln.sample_index}
         for ln in lines if ln.key not in known
     ]

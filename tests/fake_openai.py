@@ -101,6 +101,14 @@ def build_body(path: str, request: dict[str, Any], reply: Reply, serial: int) ->
     }
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # listen backlog: the default 5 drops SYNs under fan-out
+
+    def handle_error(self, request, client_address) -> None:  # a client that went away
+        pass
+
+
 class FakeOpenAI:
     """The scripted server. Use as a context manager or call start()/stop()."""
 
@@ -136,9 +144,7 @@ class FakeOpenAI:
         return self.responder(path, body)
 
     def start(self) -> FakeOpenAI:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        server.request_queue_size = 1024
+        server = _Server(("127.0.0.1", 0), _make_handler(self))
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
         self._thread.start()
