@@ -18,6 +18,7 @@ COMMANDS = {
     "label": "judges.cli_label:label",
     "judge-report": "judges.cli_label:judge_report",
     "judge-audit": "judges.cli_label:judge_audit",
+    "report": "align.cli_report:report",
 }
 
 GENERATE_COMMANDS = {

@@ -273,3 +273,27 @@ def count_rows(db: sqlite_utils.Database, table: str, **equals: Any) -> int:
         return 0
     where = " AND ".join(f"[{col}] = ?" for col in equals) or None
     return db[table].count_where(where, list(equals.values()) or None)
+
+
+def load_columns(
+    db: sqlite_utils.Database, table: str, columns: Iterable[str]
+) -> Iterator[dict[str, Any]]:
+    """Stream a few columns of every row (absent columns read as None), so wide columns
+    such as the ledger's bodies are never loaded."""
+    columns = list(columns)
+    if not db[table].exists():
+        return
+    present = [c for c in columns if c in db[table].columns_dict]
+    select = ", ".join(f"[{c}]" for c in present) or "rowid"
+    for row in db[table].rows_where(select=select):
+        yield {c: row.get(c) for c in columns}
+
+
+def table_names(db: sqlite_utils.Database) -> list[str]:
+    """Names of the tables in the database."""
+    return db.table_names()
+
+
+def table_columns(db: sqlite_utils.Database, table: str) -> list[str]:
+    """Column names of a table (empty when it does not exist)."""
+    return list(db[table].columns_dict) if db[table].exists() else []
