@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-KL_ESTIMATORS = ("k1", "k3")
+from align.ppo_config import KL_ESTIMATORS
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -162,7 +162,8 @@ def clipped_value_loss(
     """Clipped value loss 0.5 * mean over real tokens of max((V - R)^2, (V_clip - R)^2), where
     V_clip stays within ``cliprange_value`` of the rollout values. The training loss weights it
     by ``vf_coef``. Returns ``(loss, clip_fraction)``."""
-    clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    delta = torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    clipped_values = old_values + delta
     unclipped = (values - returns) ** 2
     clipped = (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
