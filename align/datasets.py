@@ -139,7 +139,11 @@ def _label_reason(obj: Row, p_a: float | None, min_confidence: float | None) -> 
         return obj["preferred"]
     if obj["response_a"].strip() == obj["response_b"].strip():
         return "identical"
-    if min_confidence is not None and p_a is not None and abs(p_a - 0.5) < min_confidence / 2:
+    # The 1e-9 keeps decimal boundaries as written: p_a 0.6 with C 0.2 passes (0.6 - 0.5 < 0.1 in
+    # binary floating point).
+    if min_confidence is not None and p_a is not None and (
+        abs(p_a - 0.5) < min_confidence / 2 - 1e-9
+    ):
         return "low_confidence"
     return None
 
