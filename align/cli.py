@@ -19,6 +19,9 @@ COMMANDS = {
     "judge-report": "judges.cli_label:judge_report",
     "judge-audit": "judges.cli_label:judge_audit",
     "report": "align.cli_report:report",
+    "service": "align.service_cli:service",
+    "label-queue": "align.service_cli:label_queue",
+    "label-export": "align.service_cli:label_export",
 }
 
 GENERATE_COMMANDS = {

@@ -1,0 +1,628 @@
+"""Human preference labels: the queue, who labels what, gold checks, consensus and agreement.
+
+AI judges are measured against people, so the project keeps a small human-labelling loop next
+to its data. Pairs (or K responses to rank) go on a queue in the project database
+(``label_items``); each item is shown to N annotators; a K-way ranking is expanded into its
+K(K-1)/2 pairs. Hidden gold items with a known answer are mixed in, one per ``gold_every``
+ordinary items, and an annotator whose gold accuracy falls below a threshold (after a few gold
+answers) is flagged: their votes stop counting towards consensus and agreement. Consensus is a
+strict majority of the counted votes; when the top choices are level it is recorded as a tie
+(``split``). A complete consensus of "a", "b" or "tie" becomes the pair's ``human`` label, in
+``label_consensus`` and, when the pair came from the ``pairs`` table, on that row too, so
+``rlaif label`` and ``rlaif judge-report`` pick it up. Agreement between annotators is Fleiss'
+kappa (any number of raters per item) and the mean pairwise Cohen's kappa.
+
+``LabelBoard`` keeps the queue and votes in memory for fast assignment; it is the only writer of
+votes and re-reads the items whenever another process (``rlaif label-queue``) has added some.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from datagen import store
+from datagen.errors import UserInputError
+from datagen.llm import canonical_json
+from datagen.responses import is_prompt
+from judges.report import agreement, cohen_kappa
+
+ITEMS = "label_items"
+VOTES = "label_votes"
+CONSENSUS = "label_consensus"
+SETTINGS = "label_settings"
+PAIRS = "pairs"
+CHOICES = ("a", "b", "tie", "fail")
+HUMAN = ("a", "b", "tie")
+INSTRUCTIONS_FILE = Path(__file__).parent / "static" / "instructions.md"
+CONSENSUS_SHOWN = 500
+Strategy = Literal["random", "uncertain", "disagree"]
+
+
+class LabelSettings(BaseModel):
+    """Queue-wide settings, kept in ``label_settings``."""
+
+    gold_threshold: float = Field(default=0.7, ge=0, le=1,
+                                  description="Flag annotators whose gold accuracy is below this")
+    min_gold: int = Field(default=3, ge=1, description="Gold answers needed before flagging")
+    gold_every: int = Field(default=4, ge=1, description="Ordinary items between gold items")
+
+
+class QueueItem(BaseModel):
+    """One thing to label: a prompt and two (or K) responses."""
+
+    id: str
+    pair_id: str
+    prompt: str | list[dict[str, Any]]
+    responses: list[str]
+    gold: Literal["a", "b", "tie"] | None = None
+    required: int = 3
+    position: int = 0
+    source: dict[str, Any] = Field(default_factory=dict)
+
+
+class Vote(BaseModel):
+    """One annotator's answer to one item (a choice for a pair, a ranking for K responses)."""
+
+    item_id: str
+    annotator: str
+    choice: Literal["a", "b", "tie", "fail", "rank"]
+    ranking: list[int] | None = None
+    note: str = ""
+    created_at: float = 0.0
+
+
+# --- reading pairs for the queue ----------------------------------------------------------------
+
+
+def _item_id(pair_id: str, gold: bool) -> str:
+    """An opaque id, so nothing the page sees tells a gold item from an ordinary one."""
+    return hashlib.sha256(f"{'gold' if gold else 'item'}\n{pair_id}".encode()).hexdigest()[:16]
+
+
+def queue_item(obj: Any, where: str, gold: bool = False, required: int = 3) -> QueueItem:
+    """Validate one pairs/labels/gold line; raise UserInputError("WHERE: what is wrong")."""
+    if not isinstance(obj, dict):
+        raise UserInputError(f"{where}: expected a JSON object")
+    if not is_prompt(obj.get("prompt")):
+        raise UserInputError(
+            f"{where}: missing prompt (a non-empty string or a list of chat messages)")
+    if "responses" in obj:
+        responses = obj["responses"]
+        if not (isinstance(responses, list) and len(responses) >= 2
+                and all(isinstance(r, str) for r in responses)):
+            raise UserInputError(f"{where}: responses must be a list of two or more strings")
+    else:
+        for field in ("response_a", "response_b"):
+            if not isinstance(obj.get(field), str):
+                raise UserInputError(f"{where}: missing {field} (a string)")
+        responses = [obj["response_a"], obj["response_b"]]
+    answer = None
+    if gold:
+        answer = obj.get("gold", obj.get("human"))
+        if answer not in HUMAN or len(responses) != 2:
+            raise UserInputError(
+                f'{where}: a gold pair needs response_a, response_b and human "a", "b" or "tie"')
+    pair_id = obj.get("id")
+    if pair_id is None:
+        pair_id = hashlib.sha256(canonical_json([obj["prompt"], *responses]).encode()).hexdigest()
+        pair_id = pair_id[:16]
+    return QueueItem(id=_item_id(str(pair_id), gold), pair_id=str(pair_id), prompt=obj["prompt"],
+                     responses=responses, gold=answer, required=required, source=obj)
+
+
+def read_items(path: str | Path, gold: bool = False, required: int = 3) -> list[QueueItem]:
+    """Read a pairs, labels or gold JSONL file into queue items."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: cannot read: {exc}") from None
+    items: list[QueueItem] = []
+    seen: dict[str, int] = {}
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            obj = json.loads(raw)
+        except ValueError as exc:
+            raise UserInputError(f"{where}: not valid JSON ({exc.msg})") from None
+        item = queue_item(obj, where, gold, required)
+        if item.id in seen:
+            raise UserInputError(f"{where}: duplicate pair {item.pair_id!r} "
+                                 f"(first on line {seen[item.id]})")
+        seen[item.id] = line_no
+        items.append(item)
+    if not items:
+        raise UserInputError(f"{path}: empty file, expected one JSON pair per line")
+    return items
+
+
+def _uncertainty(item: QueueItem) -> float:
+    p_a = item.source.get("p_a")
+    return abs(p_a - 0.5) if isinstance(p_a, int | float) else math.inf
+
+
+def judges_disagree(row: dict[str, Any]) -> bool:
+    """The judges of a labelled pair disagree: panel members prefer different responses, a
+    judge's two orders pointed at the same position (``consistent`` false), or the verdicts of
+    the row name different winners."""
+    if row.get("consistent") is False:
+        return True
+    panel = {p.get("preferred") for p in row.get("panel") or [] if isinstance(p, dict)}
+    if len(panel & set(HUMAN)) > 1:
+        return True
+    winners = {_verdict_winner(v) for v in row.get("verdicts") or [] if isinstance(v, dict)}
+    return len(winners - {None}) > 1
+
+
+def _verdict_winner(verdict: dict[str, Any]) -> str | None:
+    first, said = verdict.get("first"), verdict.get("verdict")
+    if first not in ("a", "b") or said not in ("first", "second"):
+        return None
+    return first if said == "first" else ("b" if first == "a" else "a")
+
+
+def sample_items(items: list[QueueItem], n: int | None, strategy: Strategy,
+                 seed: int = 0) -> list[QueueItem]:
+    """Choose up to n items: at random, nearest p_a = 0.5 first, or judge disagreement first
+    (then nearest 0.5). Ties keep the file order."""
+    if strategy == "random":
+        chosen = list(items)
+        random.Random(seed).shuffle(chosen)
+    elif strategy == "uncertain":
+        chosen = sorted(items, key=_uncertainty)
+    else:
+        chosen = sorted(items, key=lambda it: (not judges_disagree(it.source), _uncertainty(it)))
+    return chosen if n is None else chosen[:n]
+
+
+# --- settings and instructions -------------------------------------------------------------------
+
+
+def get_setting(db: Any, key: str, default: Any = None) -> Any:
+    """A value from ``label_settings`` (JSON decoded), or the default."""
+    rows = store.load_rows(db, SETTINGS, key=key)
+    return json.loads(rows[0]["value"]) if rows else default
+
+
+def put_setting(db: Any, key: str, value: Any) -> None:
+    """Store a value in ``label_settings``."""
+    store.save_rows(db, SETTINGS, [{"key": key, "value": json.dumps(value)}], pk="key",
+                    replace=True)
+
+
+def load_settings(db: Any) -> LabelSettings:
+    """The queue settings (defaults where never set)."""
+    return LabelSettings(**get_setting(db, "settings", {}))
+
+
+def instructions(db: Any) -> str:
+    """The annotator instructions: the team's edited text, else the shipped default."""
+    text = get_setting(db, "instructions")
+    return text if text is not None else INSTRUCTIONS_FILE.read_text(encoding="utf-8")
+
+
+def enqueue(db: Any, items: Iterable[QueueItem], settings: LabelSettings | None = None) -> int:
+    """Add items to the queue (items already there are left as they are); return how many
+    were new."""
+    items = list(items)
+    start = store.count_rows(db, ITEMS)
+    rows = [_item_row(item, start + i) for i, item in enumerate(items)]
+    if settings is not None:
+        put_setting(db, "settings", settings.model_dump())
+    return store.save_rows(db, ITEMS, rows, pk="id")
+
+
+def _item_row(item: QueueItem, position: int) -> dict[str, Any]:
+    return {"id": item.id, "pair_id": item.pair_id, "prompt": canonical_json(item.prompt),
+            "responses": canonical_json(item.responses), "gold": item.gold,
+            "required": item.required, "position": position,
+            "source": canonical_json(item.source), "created_at": time.time()}
+
+
+def _item_from_row(row: dict[str, Any]) -> QueueItem:
+    return QueueItem(id=row["id"], pair_id=row["pair_id"], prompt=json.loads(row["prompt"]),
+                     responses=json.loads(row["responses"]), gold=row["gold"],
+                     required=row["required"], position=row["position"],
+                     source=json.loads(row["source"]))
+
+
+# --- consensus and agreement (pure functions) -----------------------------------------------------
+
+
+def expand_vote(vote: Vote, k: int) -> dict[tuple[int, int], str]:
+    """A vote as pairwise choices {(i, j): a|b|tie|fail} over response indices i < j."""
+    if k == 2:
+        return {(0, 1): vote.choice}
+    if vote.choice == "fail":
+        return {pair: "fail" for pair in itertools.combinations(range(k), 2)}
+    rank = {response: place for place, response in enumerate(vote.ranking or [])}
+    return {(i, j): "a" if rank[i] < rank[j] else "b"
+            for i, j in itertools.combinations(range(k), 2)}
+
+
+def majority(choices: list[str]) -> tuple[str | None, bool]:
+    """(consensus, split): the most frequent choice; level leaders make a recorded tie."""
+    if not choices:
+        return None, False
+    counts = Counter(choices).most_common()
+    leaders = [c for c, n in counts if n == counts[0][1]]
+    if len(leaders) > 1:
+        return "tie", True
+    return leaders[0], False
+
+
+def fleiss_kappa(units: list[list[str]], categories: Iterable[str] = CHOICES) -> float | None:
+    """Fleiss' kappa over units rated by two or more raters each (raters may vary per unit).
+
+    P_i = (sum_j n_ij^2 - n_i) / (n_i (n_i - 1)); P = mean P_i; p_j = share of all ratings in
+    category j; P_e = sum p_j^2; kappa = (P - P_e) / (1 - P_e). None when undefined."""
+    units = [u for u in units if len(u) >= 2]
+    if not units:
+        return None
+    categories = list(categories)
+    agree = []
+    totals = Counter()
+    for ratings in units:
+        counts = Counter(ratings)
+        totals.update(counts)
+        n = len(ratings)
+        agree.append((sum(c * c for c in counts.values()) - n) / (n * (n - 1)))
+    observed = sum(agree) / len(agree)
+    all_ratings = sum(totals.values())
+    chance = sum((totals[c] / all_ratings) ** 2 for c in set(categories) | set(totals))
+    if chance >= 1.0:
+        return None
+    return (observed - chance) / (1.0 - chance)
+
+
+def mean_pairwise_cohen(by_rater: dict[str, dict[str, str]]) -> tuple[float | None, int]:
+    """Mean Cohen's kappa over pairs of raters on the units both rated; (mean, pairs used)."""
+    kappas = []
+    for first, second in itertools.combinations(sorted(by_rater), 2):
+        shared = sorted(set(by_rater[first]) & set(by_rater[second]))
+        if len(shared) < 2:
+            continue
+        kappa = cohen_kappa([by_rater[first][u] for u in shared],
+                            [by_rater[second][u] for u in shared])
+        if kappa is not None:
+            kappas.append(kappa)
+    return (sum(kappas) / len(kappas) if kappas else None), len(kappas)
+
+
+# --- the board: queue, votes, flags and consensus in memory ---------------------------------------
+
+
+class AnnotatorStats(BaseModel):
+    """One annotator's counts and gold record."""
+
+    name: str
+    votes: int = 0
+    gold_answered: int = 0
+    gold_correct: int = 0
+    flagged: bool = False
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_correct / self.gold_answered if self.gold_answered else None
+
+
+class LabelBoard:
+    """The queue and its votes, mirrored in memory; every write goes to the database first.
+
+    Assignment is kept cheap under load: ordinary items sit in buckets by the number of
+    counted votes they still need, so the next item for an annotator is found in the fullest
+    bucket first without scanning the queue. Not thread-safe: the service calls it from its
+    one database thread.
+    """
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.items: dict[str, QueueItem] = {}
+        self.order: list[QueueItem] = []
+        self.votes: dict[str, dict[str, Vote]] = {}  # item id -> annotator -> vote
+        self.by_annotator: dict[str, AnnotatorStats] = {}
+        self.settings = LabelSettings()
+        self._regular: list[QueueItem] = []
+        self._gold: list[QueueItem] = []
+        self._flagged: set[str] = set()
+        self._needs: dict[str, int] = {}  # ordinary item id -> counted votes still needed
+        self._buckets: dict[int, dict[str, None]] = {}  # votes still needed -> item ids
+        self._vote_count = 0
+        self._complete = 0
+        self._item_count = -1
+        self.sync()
+
+    # loading
+
+    def sync(self) -> None:
+        """Re-read the items when another process has added some, and the settings when
+        they changed (`rlaif label-queue` may do either while the service runs)."""
+        count = store.count_rows(self.db, ITEMS)
+        settings = load_settings(self.db)
+        if count == self._item_count:
+            if settings != self.settings:
+                self.settings = settings
+                self._recount()
+            return
+        self.settings = settings
+        rows = store.load_rows(self.db, ITEMS, order_by="position, rowid")
+        self.items = {row["id"]: _item_from_row(row) for row in rows}
+        self.order = list(self.items.values())
+        self._regular = [item for item in self.order if not item.gold]
+        self._gold = [item for item in self.order if item.gold]
+        self._item_count = count
+        self._load_votes()
+
+    def _load_votes(self) -> None:
+        self.votes = {}
+        for row in store.load_rows(self.db, VOTES):
+            ranking = json.loads(row["ranking"]) if row.get("ranking") else None
+            vote = Vote(item_id=row["item_id"], annotator=row["annotator"], choice=row["choice"],
+                        ranking=ranking, note=row.get("note") or "",
+                        created_at=row["created_at"])
+            self.votes.setdefault(vote.item_id, {})[vote.annotator] = vote
+        self._recount()
+
+    def _recount(self) -> None:
+        """Annotator statistics, flags and the assignment buckets from all votes."""
+        stats: dict[str, AnnotatorStats] = {}
+        for item_id, votes in self.votes.items():
+            item = self.items.get(item_id)
+            for name, vote in votes.items():
+                entry = stats.setdefault(name, AnnotatorStats(name=name))
+                entry.votes += 1
+                if item is not None and item.gold:
+                    entry.gold_answered += 1
+                    entry.gold_correct += vote.choice == item.gold
+        for entry in stats.values():
+            entry.flagged = self._is_flagged(entry)
+        self.by_annotator = stats
+        self._vote_count = sum(len(v) for v in self.votes.values())
+        self._rebucket()
+
+    def _rebucket(self) -> None:
+        self._flagged = {name for name, entry in self.by_annotator.items() if entry.flagged}
+        self._needs, self._buckets, self._complete = {}, {}, 0
+        for item in self._regular:
+            self._place(item.id, item.required - len(self.counted_votes(item.id)))
+
+    def _place(self, item_id: str, needs: int) -> None:
+        old = self._needs.get(item_id)
+        if old is not None and old > 0:
+            self._buckets[old].pop(item_id, None)
+        self._complete += (needs <= 0) - (old is not None and old <= 0)
+        self._needs[item_id] = needs
+        if needs > 0:
+            self._buckets.setdefault(needs, {})[item_id] = None
+
+    def _is_flagged(self, entry: AnnotatorStats) -> bool:
+        return (entry.gold_answered >= self.settings.min_gold
+                and entry.gold_correct / entry.gold_answered < self.settings.gold_threshold)
+
+    def flagged(self) -> set[str]:
+        """Annotators whose gold accuracy is below the threshold."""
+        return set(self._flagged)
+
+    # assignment
+
+    def counted_votes(self, item_id: str) -> list[Vote]:
+        """The votes of unflagged annotators on an item."""
+        return [v for name, v in self.votes.get(item_id, {}).items() if name not in self._flagged]
+
+    def regular(self) -> list[QueueItem]:
+        """The ordinary (not gold) items, in queue order."""
+        return list(self._regular)
+
+    def next_item(self, annotator: str) -> QueueItem | None:
+        """The next item for an annotator: a gold item once per ``gold_every`` ordinary ones,
+        otherwise the ordinary item that needs the fewest votes to complete (the one that has
+        waited longest among equals)."""
+        self.sync()
+        found = None
+        for needs in sorted(self._buckets):
+            found = next((i for i in self._buckets[needs]
+                          if annotator not in self.votes.get(i, ())), None)
+            if found is not None:
+                break
+        if found is None:
+            return None
+        mine = self.by_annotator.get(annotator, AnnotatorStats(name=annotator))
+        if mine.gold_answered * self.settings.gold_every <= mine.votes - mine.gold_answered:
+            gold = next((g for g in self._gold if annotator not in self.votes.get(g.id, ())),
+                        None)
+            if gold is not None:
+                return gold
+        return self.items[found]
+
+    def progress(self, annotator: str | None = None) -> dict[str, Any]:
+        """Queue progress, and one annotator's own counts when named."""
+        out: dict[str, Any] = {"items": len(self._regular), "complete": self._complete,
+                               "votes": self._vote_count}
+        if annotator is not None:
+            entry = self.by_annotator.get(annotator, AnnotatorStats(name=annotator))
+            out["mine"] = entry.votes
+        return out
+
+    # voting
+
+    def record(self, vote: Vote) -> dict[str, Any]:
+        """Store a vote (a second vote by the same annotator replaces the first), then refresh
+        the consensus of what it touched. Raises KeyError for an unknown item and ValueError
+        for a vote that does not fit the item."""
+        self.sync()
+        item = self.items[vote.item_id]
+        _check_fits(vote, item)
+        vote.created_at = time.time()
+        row = {"id": f"{vote.item_id}\n{vote.annotator}", "item_id": vote.item_id,
+               "annotator": vote.annotator, "choice": vote.choice,
+               "ranking": canonical_json(vote.ranking) if vote.ranking is not None else None,
+               "note": vote.note, "gold": item.gold is not None,
+               "created_at": vote.created_at}
+        store.save_rows(self.db, VOTES, [row], pk="id", replace=True)
+        votes = self.votes.setdefault(vote.item_id, {})
+        old = votes.get(vote.annotator)
+        votes[vote.annotator] = vote
+        entry = self.by_annotator.setdefault(vote.annotator, AnnotatorStats(name=vote.annotator))
+        if old is None:
+            entry.votes += 1
+            self._vote_count += 1
+            entry.gold_answered += item.gold is not None
+        if item.gold is not None:
+            entry.gold_correct += (vote.choice == item.gold) - (
+                old is not None and old.choice == item.gold)
+        was_flagged, entry.flagged = entry.flagged, self._is_flagged(entry)
+        touched = [item] if not item.gold else []
+        if entry.flagged != was_flagged:
+            self._rebucket()
+            touched = [it for it in self._regular if vote.annotator in self.votes.get(it.id, {})]
+        elif old is None and not entry.flagged and not item.gold:
+            self._place(item.id, self._needs[item.id] - 1)
+        self._save_consensus(touched)
+        return self.progress(vote.annotator)
+
+    # consensus
+
+    def pair_consensus(self, item: QueueItem) -> list[dict[str, Any]]:
+        """The consensus rows of an item: one per pair (K-way items give K(K-1)/2)."""
+        k = len(item.responses)
+        counted = self.counted_votes(item.id)
+        expanded = [expand_vote(v, k) for v in counted]
+        rows = []
+        for i, j in itertools.combinations(range(k), 2):
+            choices = [e[(i, j)] for e in expanded]
+            consensus, split = majority(choices)
+            complete = len(counted) >= item.required
+            human = consensus if complete and consensus in HUMAN else None
+            pair_id = item.pair_id if k == 2 else f"{item.pair_id}:{i}-{j}"
+            rows.append({
+                "pair_id": pair_id, "item_id": item.id, "i": i, "j": j,
+                "consensus": consensus, "split": split, "complete": complete,
+                "human": human, "votes": canonical_json(dict(Counter(choices))),
+                "annotators": canonical_json(sorted(v.annotator for v in counted)),
+            })
+        return rows
+
+    def _save_consensus(self, items: list[QueueItem]) -> None:
+        rows = [row for item in items for row in self.pair_consensus(item)]
+        if not rows:
+            return
+        with store.transaction(self.db):
+            store.save_rows(self.db, CONSENSUS, rows, pk="pair_id", replace=True)
+            self._mark_pairs(rows)
+
+    def _mark_pairs(self, rows: list[dict[str, Any]]) -> None:
+        """Copy complete consensus labels onto the ``pairs`` table rows they came from."""
+        if not store.count_rows(self.db, PAIRS):
+            return
+        updates = []
+        for row in rows:
+            found = store.load_rows(self.db, PAIRS, id=row["pair_id"])
+            if found and found[0].get("human") != row["human"]:
+                updates.append(found[0] | {"human": row["human"]})
+        if updates:
+            store.save_rows(self.db, PAIRS, updates, pk="id", replace=True)
+
+    def refresh(self) -> None:
+        """Recompute and store the consensus of every ordinary item."""
+        self.sync()
+        self._save_consensus(self.regular())
+
+    def export(self) -> list[dict[str, Any]]:
+        """Every ordinary pair with its votes: the source fields, response_a/response_b and
+        ``human`` (set when consensus is complete and not "fail")."""
+        out = []
+        for item in self.regular():
+            for row in self.pair_consensus(item):
+                source = {k: v for k, v in item.source.items() if k not in ("responses", "human")}
+                out.append(source | {
+                    "id": row["pair_id"], "prompt": item.prompt,
+                    "response_a": item.responses[row["i"]],
+                    "response_b": item.responses[row["j"]],
+                    "human": row["human"],
+                    "human_consensus": row["consensus"], "human_split": row["split"],
+                    "human_complete": row["complete"],
+                    "human_votes": json.loads(row["votes"]),
+                    "human_annotators": json.loads(row["annotators"]),
+                })
+        return out
+
+    # agreement
+
+    def stats(self) -> dict[str, Any]:
+        """Agreement between annotators and between the judge and the human consensus."""
+        self.sync()
+        units: list[list[str]] = []
+        by_rater: dict[str, dict[str, str]] = {}
+        judge, human, calibration = [], [], []
+        for item in self.regular():
+            k = len(item.responses)
+            counted = self.counted_votes(item.id)
+            for vote in counted:
+                for (i, j), choice in expand_vote(vote, k).items():
+                    by_rater.setdefault(vote.annotator, {})[f"{item.id}:{i}-{j}"] = choice
+            expanded = [expand_vote(v, k) for v in counted]
+            for i, j in itertools.combinations(range(k), 2):
+                units.append([e[(i, j)] for e in expanded])
+            if k == 2:
+                consensus = self.pair_consensus(item)[0]
+                preferred = item.source.get("preferred")
+                if consensus["human"] in HUMAN and preferred in HUMAN:
+                    judge.append(preferred)
+                    human.append(consensus["human"])
+                p_a = item.source.get("p_a")
+                if consensus["human"] in ("a", "b") and isinstance(p_a, int | float):
+                    calibration.append((float(p_a), consensus["human"] == "a"))
+        kappa, rater_pairs = mean_pairwise_cohen(by_rater)
+        consensus = [
+            {k: row[k] for k in ("pair_id", "consensus", "split", "complete", "human", "votes")}
+            for item in self.regular()[:CONSENSUS_SHOWN] for row in self.pair_consensus(item)]
+        return {
+            "progress": self.progress(),
+            "fleiss_kappa": fleiss_kappa(units),
+            "fleiss_units": sum(len(u) >= 2 for u in units),
+            "mean_cohen_kappa": kappa,
+            "cohen_rater_pairs": rater_pairs,
+            "judge_vs_human": agreement(judge, human) if judge else None,
+            "calibration": calibration_bins(calibration),
+            "annotators": [
+                {"name": e.name, "votes": e.votes, "gold_answered": e.gold_answered,
+                 "gold_correct": e.gold_correct, "gold_accuracy": e.gold_accuracy,
+                 "flagged": e.flagged}
+                for e in sorted(self.by_annotator.values(), key=lambda e: e.name)],
+            "settings": self.settings.model_dump(),
+            "consensus": consensus,
+        }
+
+
+def _check_fits(vote: Vote, item: QueueItem) -> None:
+    k = len(item.responses)
+    if k == 2 and vote.choice == "rank":
+        raise ValueError("this item is a pair: choose a, b, tie or fail")
+    if k > 2 and vote.choice not in ("rank", "fail"):
+        raise ValueError(f"this item has {k} responses: send a ranking (or fail)")
+    if vote.choice == "rank" and sorted(vote.ranking or []) != list(range(k)):
+        raise ValueError(f"ranking must list each response index 0..{k - 1} once")
+
+
+def calibration_bins(points: list[tuple[float, bool]], bins: int = 5) -> list[dict[str, Any]]:
+    """Share of human "a" among pairs whose judge p_a falls in each of ``bins`` equal bins."""
+    out = []
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        inside = [won for p, won in points if low <= p < high or (b == bins - 1 and p == 1.0)]
+        out.append({"low": low, "high": high, "n": len(inside),
+                    "human_a": sum(inside) / len(inside) if inside else None})
+    return out
