@@ -58,8 +58,13 @@ class BatchSummary(BaseModel):
     seconds: float
 
 
-def read_batch_file(path: str | Path, default_model: str | None = None) -> list[BatchLine]:
-    """Parse and validate a Batch API input file; raise UserInputError naming file and line."""
+def read_batch_file(
+    path: str | Path, default_model: str | None = None, require_model: bool = True
+) -> list[BatchLine]:
+    """Parse and validate a Batch API input file; raise UserInputError naming file and line.
+
+    A body without ``model`` gets ``default_model``; with neither, the line is an error
+    unless ``require_model`` is false (the model is filled in later by ``fill_model``)."""
     path = Path(path)
     if path.is_dir():
         raise UserInputError(f"{path}: is a directory, expected a JSONL file")
@@ -78,7 +83,7 @@ def read_batch_file(path: str | Path, default_model: str | None = None) -> list[
     for line_no, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
-        line = _parse_line(path, line_no, raw, default_model)
+        line = _parse_line(path, line_no, raw, default_model, require_model)
         if line.custom_id in seen_ids:
             raise UserInputError(
                 f"{path}:{line_no}: duplicate custom_id {line.custom_id!r} "
@@ -91,7 +96,9 @@ def read_batch_file(path: str | Path, default_model: str | None = None) -> list[
     return lines
 
 
-def _parse_line(path: Path, line_no: int, raw: str, default_model: str | None) -> BatchLine:
+def _parse_line(
+    path: Path, line_no: int, raw: str, default_model: str | None, require_model: bool
+) -> BatchLine:
     where = f"{path}:{line_no}"
     try:
         obj = json.loads(raw)
@@ -114,15 +121,24 @@ def _parse_line(path: Path, line_no: int, raw: str, default_model: str | None) -
     if not isinstance(body, dict):
         raise UserInputError(f"{where}: missing body (a JSON object)")
     if "model" not in body:
-        if not default_model:
+        if default_model:
+            body = {"model": default_model, **body}
+        elif require_model:
             raise UserInputError(f"{where}: body has no model and no --model was given")
-        body = {"model": default_model, **body}
     needed = "messages" if normalise_path(url) == "/chat/completions" else "prompt"
     if needed not in body:
         raise UserInputError(f"{where}: body has no {needed!r} for {url}")
     if body.get("stream"):
         raise UserInputError(f"{where}: body.stream is not supported in batch files")
     return BatchLine(line_no=line_no, custom_id=custom_id, path=normalise_path(url), body=body)
+
+
+def fill_model(lines: list[BatchLine], model: str) -> None:
+    """Give every body without a model this one (the endpoint's), and key the lines again."""
+    for line in lines:
+        if "model" not in line.body:
+            line.body = {"model": model, **line.body}
+    _assign_keys(lines)
 
 
 def _assign_keys(lines: list[BatchLine]) -> None:

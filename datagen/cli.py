@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -9,8 +10,16 @@ from pathlib import Path
 import click
 
 from datagen import store
-from datagen.batch import progress_printer, read_batch_file, run_batch, summarise, write_output
+from datagen.batch import (
+    fill_model,
+    progress_printer,
+    read_batch_file,
+    run_batch,
+    summarise,
+    write_output,
+)
 from datagen.endpoint import client_config, client_options, endpoint_url, pop_client_options
+from datagen.errors import UserInputError
 from datagen.llm import LLMClient, run_async
 
 
@@ -30,15 +39,18 @@ def batch(input_file: Path, output: Path, db: Path, progress: bool | None, **kwa
     the output), 2 on bad usage or bad input (nothing is sent).
     """
     options = pop_client_options(kwargs)
-    lines = read_batch_file(input_file, default_model=options.get("model"))
+    auto_endpoint = not (options.get("base_url") or os.environ.get("OPENAI_BASE_URL"))
+    lines = read_batch_file(input_file, default_model=options.get("model"),
+                            require_model=not auto_endpoint)
     if output.is_dir():
-        raise click.ClickException(f"{output}: is a directory")
+        raise UserInputError(f"{output}: is a directory")
     with endpoint_url(options.get("base_url"), options.get("model")) as (url, model):
-        if model and not options.get("model"):
-            lines = read_batch_file(input_file, default_model=model)
+        if model:
+            fill_model(lines, model)
         config = client_config(options, url)
         database = store.open_db(db)
-        show = progress_printer() if (progress or (progress is None and sys.stderr.isatty())) else None
+        on_terminal = progress is None and sys.stderr.isatty()
+        show = progress_printer() if (progress or on_terminal) else None
         started = time.monotonic()
 
         async def go():

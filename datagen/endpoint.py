@@ -2,7 +2,8 @@
 
 Every command that talks to an endpoint takes the same options (``--base-url``,
 ``--api-key-env``, ``--model``, limits, retries, budget). When neither ``--base-url`` nor
-``OPENAI_BASE_URL`` is given, the embedded server is started on a free loopback port for the
+``OPENAI_BASE_URL`` is given, the embedded server (the model ``$RLAIF_SERVE_MODEL`` names, a
+local model directory, else SmolLM2-135M-Instruct) is started on a free loopback port for the
 command's lifetime (or an already running one is reused), and the command says so in one line.
 """
 
@@ -110,7 +111,7 @@ def endpoint_url(base_url: str | None, model: str | None = None) -> Iterator[tup
         return
     from datagen.autostart import embedded_endpoint
 
-    with embedded_endpoint() as (url, served_model):
+    with embedded_endpoint(os.environ.get("RLAIF_SERVE_MODEL") or "default") as (url, served_model):
         yield url, model or served_model
 
 

@@ -1,0 +1,34 @@
+"""`rlaif batch` with no endpoint given starts the embedded server and gets real model text."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tiny_models import tiny_model_dir  # noqa: F401 (a fixture)
+
+
+def test_batch_without_base_url_uses_the_auto_started_embedded_model(tiny_model_dir, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({
+        "custom_id": "q1", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 5,
+                 "logprobs": True, "top_logprobs": 2, "temperature": 0},
+    }) + "\n")
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "RLAIF_SERVE_MODEL": str(tiny_model_dir)}
+    env.pop("OPENAI_BASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "align.cli", "batch", str(src), "-o", str(out),
+         "--db", str(tmp_path / "d.db")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "started the embedded model" in done.stderr
+    line = json.loads(out.read_text())
+    body = line["response"]["body"]
+    assert body["model"] == tiny_model_dir.name
+    content = body["choices"][0]["logprobs"]["content"]
+    assert 1 <= len(content) <= 5
+    assert all(t["logprob"] <= 0 and len(t["top_logprobs"]) == 2 for t in content)
+    assert body["usage"]["completion_tokens"] == len(content)
