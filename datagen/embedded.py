@@ -140,7 +140,26 @@ def resolve_model(spec: str) -> Path:
 
 
 def served_model_id(spec: str) -> str:
-    """The model id a server announces: the default's name, else the directory's name."""
+    """The model id a server announces: the default's name, else the directory's name plus a
+    fingerprint of its files (``final-3f2a9c1d``).
+
+    The id is part of every request body and so of every ledger key: a checkpoint retrained in
+    place, or another directory with the same name, gets a new id and is never answered from
+    the old model's ledger rows."""
     if spec == "default":
         return DEFAULT_MODEL_ID
-    return Path(spec).expanduser().resolve().name
+    path = Path(spec).expanduser().resolve()
+    return f"{path.name}-{model_fingerprint(path)}"
+
+
+def model_fingerprint(path: Path) -> str:
+    """Eight hex digits from the names, sizes and modification times of a model's weight
+    files and the text of its config (cheap: no weights are read)."""
+    digest = hashlib.sha256()
+    for file in sorted(path.iterdir()) if path.is_dir() else []:
+        if file.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
+            stat = file.stat()
+            digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        elif file.name in ("config.json", "generation_config.json"):
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:8]

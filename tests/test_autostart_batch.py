@@ -27,8 +27,25 @@ def test_batch_without_base_url_uses_the_auto_started_embedded_model(tiny_model_
     assert "started the embedded model" in done.stderr
     line = json.loads(out.read_text())
     body = line["response"]["body"]
-    assert body["model"] == tiny_model_dir.name
+    assert body["model"].startswith(tiny_model_dir.name + "-")
     content = body["choices"][0]["logprobs"]["content"]
     assert 1 <= len(content) <= 5
     assert all(t["logprob"] <= 0 and len(t["top_logprobs"]) == 2 for t in content)
     assert body["usage"]["completion_tokens"] == len(content)
+
+
+def test_a_retrained_model_directory_gets_a_new_served_id(tmp_path):
+    from datagen.embedded import served_model_id
+
+    model = tmp_path / "final"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 64}')
+    (model / "model.safetensors").write_bytes(b"weights-1")
+    first = served_model_id(str(model))
+    assert first.startswith("final-") and served_model_id(str(model)) == first
+    (model / "model.safetensors").write_bytes(b"weights-2, retrained")
+    assert served_model_id(str(model)) != first
+    other = tmp_path / "elsewhere" / "final"
+    other.mkdir(parents=True)
+    (other / "config.json").write_text('{"hidden_size": 32}')
+    assert served_model_id(str(other)) != first

@@ -28,7 +28,7 @@ from tiny_models import tiny_model_dir  # noqa: F401 (a fixture)
 
 from datagen.autostart import embedded_endpoint, write_record
 from datagen.cli_serve import serve
-from datagen.embedded import resolve_model
+from datagen.embedded import resolve_model, served_model_id
 from datagen.errors import UserInputError
 
 API_KEY = "test-key"
@@ -83,7 +83,7 @@ def client(server: Server) -> openai.OpenAI:
 
 @pytest.fixture(scope="module")
 def model_id(tiny_model_dir: Path) -> str:  # noqa: F811
-    return tiny_model_dir.name
+    return served_model_id(str(tiny_model_dir))
 
 
 def chat(client: openai.OpenAI, content: str, **params):
@@ -323,7 +323,7 @@ def test_autostart_starts_reuses_and_stops(tiny_model_dir, capsys):  # noqa: F81
     with embedded_endpoint(spec) as (url, model_id):
         assert "started the embedded model" in capsys.readouterr().err
         listed = openai.OpenAI(base_url=url, api_key="x", max_retries=0).models.list()
-        assert [m.id for m in listed.data] == [model_id] == [tiny_model_dir.name]
+        assert [m.id for m in listed.data] == [model_id] == [served_model_id(str(tiny_model_dir))]
         write_record(spec, url, model_id)  # as a long-running `rlaif serve` would
         with embedded_endpoint(spec) as reused:
             assert reused == (url, model_id)
