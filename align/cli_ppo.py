@@ -17,6 +17,7 @@ import click
 import yaml
 
 from datagen.errors import UserInputError
+from datagen.jsonl import numbered_lines
 
 PLOT_FILE = "ppo_curves.png"
 
@@ -41,16 +42,19 @@ def load_prompts(path: str | Path) -> list[str | list[dict[str, str]]]:
     if not path.is_file():
         raise UserInputError(f"{path}: no such file or directory")
     prompts = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    # Line by line rather than read_objects: this command words its line errors its own way.
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: cannot read: {exc}") from None
+    for _, where, line in numbered_lines(path, text):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise UserInputError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+            raise UserInputError(f"{where}: not valid JSON: {exc.msg}") from None
         if not isinstance(row, dict) or "prompt" not in row:
-            raise UserInputError(f"{path}:{lineno}: missing key 'prompt'")
-        prompts.append(_checked_prompt(row["prompt"], f"{path}:{lineno}"))
+            raise UserInputError(f"{where}: missing key 'prompt'")
+        prompts.append(_checked_prompt(row["prompt"], where))
     if not prompts:
         raise UserInputError(f"{path}: no prompts")
     return prompts

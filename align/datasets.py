@@ -26,10 +26,12 @@ import random
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from datagen.errors import UserInputError
+from datagen.jsonl import atomic_write, numbered_lines
 
 MARGIN_P_MAX = 0.95
 DROP_REASONS = ("error", "tie", "identical", "low_confidence")
@@ -52,20 +54,21 @@ Row = dict[str, Any]
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, Row]]:
     """Yield (line number, object) for each non-blank line; bad JSON is a user error."""
     try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
     except OSError as err:
         raise UserInputError(f"{path}: cannot read ({err.strerror})") from err
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserInputError(f"{path}:{number}: invalid JSON ({err.msg})") from err
-            if not isinstance(obj, dict):
-                raise UserInputError(f"{path}:{number}: expected a JSON object")
-            yield number, obj
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    # Line by line rather than read_objects: exports word a JSON error "invalid JSON".
+    for number, where, line in numbered_lines(path, text):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserInputError(f"{where}: invalid JSON ({err.msg})") from err
+        if not isinstance(obj, dict):
+            raise UserInputError(f"{where}: expected a JSON object")
+        yield number, obj
 
 
 def check_messages(messages: Any, where: str) -> list[Row]:
@@ -302,16 +305,13 @@ def write_rows(splits: dict[str, list[Row]], out: str | Path) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".jsonl":
         targets = {"train": out, "test": sibling_test_path(out)}
-        written = []
-        for split, rows in splits.items():
-            tmp = targets[split].with_name(f".{targets[split].name}.tmp-{os.getpid()}")
-            with open(tmp, "w", encoding="utf-8") as handle:
+        # Every split is written before any is renamed into place.
+        with ExitStack() as stack:
+            for split, rows in splits.items():
+                handle = stack.enter_context(atomic_write(targets[split]))
                 for row in rows:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            written.append((tmp, targets[split]))
-        for tmp, target in written:
-            os.replace(tmp, target)
-        return [target for _, target in written]
+        return [targets[split] for split in splits]
     _write_dataset_dir(splits, out)
     return [out]
 

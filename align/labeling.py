@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from datagen import store
 from datagen.errors import UserInputError
+from datagen.jsonl import note_unique, read_objects
 from datagen.llm import canonical_json
 from datagen.responses import is_prompt
 from judges.report import agreement, cohen_kappa
@@ -124,28 +125,15 @@ def queue_item(obj: Any, where: str, gold: bool = False, required: int = 3) -> Q
 def read_items(path: str | Path, gold: bool = False, required: int = 3) -> list[QueueItem]:
     """Read a pairs, labels or gold JSONL file into queue items."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: cannot read: {exc}") from None
     items: list[QueueItem] = []
     seen: dict[str, int] = {}
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{path}:{line_no}"
-        try:
-            obj = json.loads(raw)
-        except ValueError as exc:
-            raise UserInputError(f"{where}: not valid JSON ({exc.msg})") from None
+    for line_no, where, obj in read_objects(
+        path, empty_message=f"{path}: empty file, expected one JSON pair per line"
+    ):
         item = queue_item(obj, where, gold, required)
-        if item.id in seen:
-            raise UserInputError(f"{where}: duplicate pair {item.pair_id!r} "
-                                 f"(first on line {seen[item.id]})")
-        seen[item.id] = line_no
+        # Keyed by pair id: item.id derives from it and the one gold flag of this file.
+        note_unique(seen, item.pair_id, line_no, where, what="pair")
         items.append(item)
-    if not items:
-        raise UserInputError(f"{path}: empty file, expected one JSON pair per line")
     return items
 
 

@@ -19,11 +19,9 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import random
 import re
 import statistics
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,6 +36,7 @@ from datagen import store
 from datagen.constitutional import TABLE as CAI_TABLE
 from datagen.errors import UserInputError
 from datagen.flan import TABLE as FLAN_TABLE
+from datagen.jsonl import atomic_write
 from datagen.self_instruct import INSTRUCTIONS as SI_INSTRUCTIONS
 from judges.cli_constrained import TABLE as CONSTRAINED_TABLE
 from judges.report import LABEL_FIELDS, PREFERRED, read_labels
@@ -759,15 +758,8 @@ def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write text through a temporary sibling renamed over ``path``."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as out:
+        out.write(text)
 
 
 def check_inputs(inputs: ReportInputs) -> None:

@@ -11,8 +11,6 @@ written once, atomically, with exactly one line per ``custom_id``.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from datagen.errors import UserInputError
+from datagen.jsonl import note_unique, read_objects, read_utf8, write_jsonl
 from datagen.llm import (
     SUPPORTED_PATHS,
     Completion,
@@ -66,46 +65,23 @@ def read_batch_file(
     A body without ``model`` gets ``default_model``; with neither, the line is an error
     unless ``require_model`` is false (the model is filled in later by ``fill_model``)."""
     path = Path(path)
-    if path.is_dir():
-        raise UserInputError(f"{path}: is a directory, expected a JSONL file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read: {exc.strerror}") from None
-    if b"\x00" in data:
-        raise UserInputError(f"{path}: looks like a binary file, expected JSONL text")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserInputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    text = read_utf8(path, expected="a JSONL file", reject_binary=True)
     lines: list[BatchLine] = []
     seen_ids: dict[str, int] = {}
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        line = _parse_line(path, line_no, raw, default_model, require_model)
-        if line.custom_id in seen_ids:
-            raise UserInputError(
-                f"{path}:{line_no}: duplicate custom_id {line.custom_id!r} "
-                f"(first on line {seen_ids[line.custom_id]})")
-        seen_ids[line.custom_id] = line_no
+    for line_no, where, obj in read_objects(
+        path, text, empty_message=f"{path}: empty file, expected one JSON request per line"
+    ):
+        line = _parse_line(line_no, where, obj, default_model, require_model)
+        note_unique(seen_ids, line.custom_id, line_no, where, what="custom_id")
         lines.append(line)
-    if not lines:
-        raise UserInputError(f"{path}: empty file, expected one JSON request per line")
     _assign_keys(lines)
     return lines
 
 
 def _parse_line(
-    path: Path, line_no: int, raw: str, default_model: str | None, require_model: bool
+    line_no: int, where: str, obj: dict[str, Any], default_model: str | None,
+    require_model: bool,
 ) -> BatchLine:
-    where = f"{path}:{line_no}"
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise UserInputError(f"{where}: not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise UserInputError(f"{where}: expected a JSON object")
     custom_id = obj.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise UserInputError(f"{where}: missing custom_id (a non-empty string)")
@@ -206,17 +182,8 @@ def output_line(line: BatchLine, result: Completion) -> dict[str, Any]:
 
 def write_output(path: str | Path, lines: list[BatchLine], results: list[Completion]) -> None:
     """Write the output file atomically: a temporary file renamed over the target."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for line, result in zip(lines, results, strict=True):
-                fh.write(json.dumps(output_line(line, result), ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_jsonl(path, (output_line(line, result)
+                       for line, result in zip(lines, results, strict=True)))
 
 
 def summarise(results: list[Completion], client: LLMClient, started: float) -> BatchSummary:

@@ -9,18 +9,17 @@ leaves nothing half-written.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 
 from datagen import store
 from datagen.endpoint import client_config, client_options, endpoint_url, pop_client_options
 from datagen.errors import UserInputError
+from datagen.jsonl import atomic_write, read_objects, read_utf8
 from datagen.llm import LLMClient, run_async
 from datagen.rouge import NoveltyIndex
 from datagen.self_instruct import (
@@ -31,22 +30,6 @@ from datagen.self_instruct import (
     run_self_instruct,
     to_messages,
 )
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[IO[str]]:
-    """A text file that appears at ``path`` only if the block finishes without an error."""
-    if path.is_dir():
-        raise UserInputError(f"{path}: is a directory")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @click.command("self-instruct")
@@ -112,26 +95,10 @@ def generate_self_instruct(db: Path, seed_tasks: Path, **kwargs: Any) -> None:
 
 def read_jsonl_texts(path: Path, field: str) -> Iterator[tuple[int, dict[str, Any], str]]:
     """(0-based line, record, text of ``field``) for each non-blank line; errors name the line."""
-    try:
-        fh = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read: {exc.strerror}") from None
-    with fh:
-        for line_no, raw in enumerate(fh):
-            if not raw.strip():
-                continue
-            where = f"{path}:{line_no + 1}"
-            try:
-                record = json.loads(raw)
-            except ValueError as exc:
-                raise UserInputError(f"{where}: not valid JSON ({exc.msg})") from None
-            except UnicodeDecodeError:
-                raise UserInputError(f"{where}: not UTF-8 text") from None
-            if not isinstance(record, dict):
-                raise UserInputError(f"{where}: expected a JSON object")
-            if not isinstance(record.get(field), str):
-                raise UserInputError(f"{where}: missing field {field!r} (a string)")
-            yield line_no, record, record[field]
+    for line_no, where, record in read_objects(path, read_utf8(path), empty_message=None):
+        if not isinstance(record.get(field), str):
+            raise UserInputError(f"{where}: missing field {field!r} (a string)")
+        yield line_no - 1, record, record[field]
 
 
 @click.command()
@@ -160,7 +127,7 @@ def dedup(input_file: Path, output: Path, field: str, threshold: float,
             index.add(text)
             labels.append(f"against:{line_no}")
     total = kept = 0
-    with atomic_output(output) as out:
+    with atomic_write(output) as out:
         for line_no, record, text in read_jsonl_texts(input_file, field):
             novel, score, member = index.offer(text)
             if novel:
@@ -186,7 +153,7 @@ def export_self_instruct(db: Path, output: Path, run_id: str | None) -> None:
         raise UserInputError(f"{db}: no such database")
     database = store.open_db(db)
     count = 0
-    with atomic_output(output) as out:
+    with atomic_write(output) as out:
         for row in instance_rows(database, run_id):
             row["messages"] = to_messages(row["instruction"], row["input"], row["output"])
             row["source"] = "self-instruct"

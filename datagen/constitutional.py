@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import random
 import re
 from collections import Counter
@@ -46,8 +45,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from datagen import store
+from datagen import jsonl, store
 from datagen.errors import UserInputError
+from datagen.jsonl import note_unique, read_objects, read_utf8
 from datagen.llm import Completion, LLMClient, Stats, canonical_json
 
 TABLE = "cai_samples"
@@ -153,7 +153,7 @@ def load_constitution(path: str | Path) -> Constitution:
 
     Raises UserInputError ``FILE:LINE: key.path: problem`` for anything wrong."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_utf8(path, expected="a file")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
@@ -198,17 +198,6 @@ def example_messages(example: Example, principle: Principle) -> list[Message]:
              principle.revision_request, example.revision]
     return [Message(role="user" if i % 2 == 0 else "assistant", content=text)
             for i, text in enumerate(turns)]
-
-
-def _read_text(path: Path) -> str:
-    if path.is_dir():
-        raise UserInputError(f"{path}: is a directory, expected a file")
-    try:
-        return path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise UserInputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def _validate(model: type[BaseModel], data: Any, path: Path, text: str, line: int | None = None):
@@ -295,27 +284,18 @@ def load_prompts(path: str | Path, limit: int | None = None) -> list[Prompt]:
     path = Path(path)
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
-    for line_no, raw in enumerate(_read_text(path).splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError as exc:
-            raise UserInputError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise UserInputError(f"{path}:{line_no}: expected a JSON object")
-        line = _validate(PromptLine, obj, path, raw, line=line_no)
+    for line_no, where, obj in read_objects(
+        path, read_utf8(path, expected="a file"),
+        empty_message=f"{path}: no prompts, expected one JSON object per line",
+    ):
+        # The line number is given, so _validate needs no text to locate the key.
+        line = _validate(PromptLine, obj, path, "", line=line_no)
         prompt_id = line.id or "p-" + hashlib.sha256(
             canonical_json([m.model_dump() for m in line.prompt]).encode()).hexdigest()[:12]
-        if prompt_id in seen:
-            raise UserInputError(f"{path}:{line_no}: duplicate prompt id {prompt_id!r} "
-                                 f"(first on line {seen[prompt_id]})")
-        seen[prompt_id] = line_no
+        note_unique(seen, prompt_id, line_no, where, what="prompt id")
         prompts.append(Prompt(id=prompt_id, category=line.category, messages=line.prompt))
         if limit is not None and len(prompts) >= limit:
             break
-    if not prompts:
-        raise UserInputError(f"{path}: no prompts, expected one JSON object per line")
     return prompts
 
 
@@ -589,12 +569,4 @@ def preference_pairs(db: Any, *, split: Literal["sft", "preference"] | None = No
 
 def write_jsonl(path: str | Path, records: Iterable[BaseModel]) -> None:
     """Write records as JSONL atomically (a temporary file renamed over the target)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(record.model_dump(mode="json"), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    jsonl.write_jsonl(path, (record.model_dump(mode="json") for record in records))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +25,8 @@ from pydantic import BaseModel
 from datagen import store
 from datagen.batch import BatchLine, run_batch
 from datagen.errors import UserInputError
+from datagen.jsonl import note_unique, read_objects
+from datagen.jsonl import write_jsonl as write_jsonl  # callers import it from here
 from datagen.llm import CHAT_PATH, LLMClient, canonical_json, request_key
 
 PairMode = Literal["random", "all"]
@@ -78,33 +79,18 @@ def read_prompts(path: str | Path) -> list[PromptItem]:
     """Read a prompts JSONL file: ``prompt`` (text or chat messages), optional ``id`` and
     ``constraints``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: cannot read: {exc}") from None
     items: list[PromptItem] = []
     seen: dict[str, int] = {}
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        item = _prompt_item(raw, f"{path}:{line_no}")
-        if item.id in seen:
-            raise UserInputError(f"{path}:{line_no}: duplicate id {item.id!r} "
-                                 f"(first on line {seen[item.id]})")
-        seen[item.id] = line_no
+    for line_no, where, obj in read_objects(
+        path, empty_message=f"{path}: empty file, expected one JSON prompt per line"
+    ):
+        item = _prompt_item(obj, where)
+        note_unique(seen, item.id, line_no, where, what="id")
         items.append(item)
-    if not items:
-        raise UserInputError(f"{path}: empty file, expected one JSON prompt per line")
     return items
 
 
-def _prompt_item(raw: str, where: str) -> PromptItem:
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise UserInputError(f"{where}: not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise UserInputError(f"{where}: expected a JSON object")
+def _prompt_item(obj: dict[str, Any], where: str) -> PromptItem:
     prompt = obj.get("prompt")
     if not is_prompt(prompt):
         raise UserInputError(
@@ -206,18 +192,3 @@ def load_pairs(db: Any) -> list[dict[str, Any]]:
             del row["constraints"]
         out.append(row)
     return out
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write rows as JSONL atomically: a temporary file renamed over the target."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserInputError(f"{path}: is a directory")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -14,16 +14,17 @@ our own and lives in ``datagen/prompts/self_instruct_*.txt``.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
 from datagen.errors import UserInputError
+from datagen.jsonl import note_unique, read_objects, read_text
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 DEFAULT_SEED_FILE = Path(__file__).parent / "seeds" / "seed_tasks.jsonl"
@@ -70,34 +71,19 @@ class Instance(BaseModel):
 def load_seed_tasks(path: str | Path = DEFAULT_SEED_FILE) -> list[SeedTask]:
     """Read a seed-task JSONL file; problems raise UserInputError naming the line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: cannot read seed tasks: {exc}") from None
     tasks: list[SeedTask] = []
     ids: dict[str, int] = {}
-    for line_no, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        task = _seed_line(path, line_no, raw, len(tasks))
-        if task.id in ids:
-            raise UserInputError(
-                f"{path}:{line_no}: duplicate id {task.id!r} (first on line {ids[task.id]})")
-        ids[task.id] = line_no
+    for line_no, where, obj in read_objects(
+        path, read_text(path, cannot_read="cannot read seed tasks"),
+        empty_message=f"{path}:1: empty seed file, expected one JSON task per line",
+    ):
+        task = _seed_task(obj, where, len(tasks))
+        note_unique(ids, task.id, line_no, where, what="id")
         tasks.append(task)
-    if not tasks:
-        raise UserInputError(f"{path}:1: empty seed file, expected one JSON task per line")
     return tasks
 
 
-def _seed_line(path: Path, line_no: int, raw: str, index: int) -> SeedTask:
-    where = f"{path}:{line_no}"
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise UserInputError(f"{where}: not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise UserInputError(f"{where}: expected a JSON object")
+def _seed_task(obj: dict[str, Any], where: str, index: int) -> SeedTask:
     if not isinstance(obj.get("instruction"), str) or not obj["instruction"].strip():
         raise UserInputError(f"{where}: missing instruction (a non-empty string)")
     instances = obj.get("instances", [])

@@ -9,15 +9,14 @@ before anything is written.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import click
 
 from datagen import store
 from datagen.errors import UserInputError
+from datagen.jsonl import atomic_write
 from judges.constrained import (
     MAX_CONSTRAINTS,
     ConstrainedPrompt,
@@ -44,15 +43,9 @@ def parse_range(value: str) -> tuple[int, int]:
 def write_jsonl(path: Path, rows: list[ConstrainedPrompt]) -> None:
     """Write rows to ``path`` through a temporary file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(row.model_dump_json() + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as out:
+        for row in rows:
+            out.write(row.model_dump_json() + "\n")
 
 
 @click.command("constrained")

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datagen.errors import UserInputError
+from datagen.jsonl import note_unique, numbered_lines
 from judges.checkers import Spec
 from judges.compat import compatible, kinds_compatible
 from judges.constraints import KINDS, Constraint, parse_constraints
@@ -83,21 +84,15 @@ def load_base_prompts(path: Path | None = None) -> list[BasePrompt]:
     text is used); raises UserInputError naming the file and line of the first bad row."""
     path = path or bundled_prompts_path()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path}: cannot read prompts file ({exc})") from exc
     prompts: list[BasePrompt] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        prompt = _parse_prompt_line(line, f"{path}:{lineno}")
-        if prompt.id in seen:
-            raise UserInputError(
-                f"{path}:{lineno}: duplicate prompt id {prompt.id!r} (first on line "
-                f"{seen[prompt.id]})"
-            )
-        seen[prompt.id] = lineno
+    # Line by line rather than read_objects: this file words its JSON errors its own way.
+    for lineno, where, line in numbered_lines(path, text):
+        prompt = _parse_prompt_line(line, where)
+        note_unique(seen, prompt.id, lineno, where, what="prompt id")
         prompts.append(prompt)
     if not prompts:
         raise UserInputError(f"{path}: no prompts in file")

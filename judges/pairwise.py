@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import random
 import re
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datagen.batch import BatchLine, run_batch
 from datagen.errors import UserInputError
+from datagen.jsonl import numbered_lines, parse_json, read_text
 from datagen.llm import CHAT_PATH, Completion, LLMClient, canonical_json, request_key
 from datagen.responses import is_prompt
 from judges.constraints import parse_constraints
@@ -166,22 +166,13 @@ def read_pairs(
     """Read a pairs JSONL file. Bad lines raise UserInputError, or are returned as messages
     (and left out) with ``skip_bad``."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: cannot read: {exc}") from None
     rows: list[PairRow] = []
     bad: list[str] = []
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{path}:{line_no}"
+    # Line by line rather than read_objects: with skip_bad a bad line is kept as a message
+    # and reading goes on (pair_row checks that the value is an object).
+    for _, where, raw in numbered_lines(path, read_text(path)):
         try:
-            try:
-                obj = json.loads(raw)
-            except ValueError as exc:
-                raise UserInputError(f"{where}: not valid JSON ({exc.msg})") from None
-            rows.append(pair_row(obj, where, check_constraints))
+            rows.append(pair_row(parse_json(raw, where), where, check_constraints))
         except UserInputError as exc:
             if not skip_bad:
                 raise

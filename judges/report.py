@@ -14,7 +14,6 @@ documented top-level fields of a labels file, so files from other tools work too
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from datagen.errors import UserInputError
+from datagen.jsonl import read_objects
 from judges.pairwise import HUMAN_LABELS
 
 LABEL_FIELDS = ("prompt", "response_a", "response_b", "preferred", "p_a", "consistent", "human",
@@ -36,26 +36,12 @@ RIDGE = 1e-4  # per row, on the slope only; see fit_intercept_at_zero
 def read_labels(path: str | Path) -> list[dict[str, Any]]:
     """The top-level report fields of each line of a labels JSONL file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: cannot read: {exc}") from None
-    rows = []
-    for line_no, raw in enumerate(text.splitlines(), start=1):
-        if raw.strip():
-            rows.append(_label_row(raw, f"{path}:{line_no}"))
-    if not rows:
-        raise UserInputError(f"{path}: empty file, expected one labelled pair per line")
-    return rows
+    lines = read_objects(
+        path, empty_message=f"{path}: empty file, expected one labelled pair per line")
+    return [_label_row(obj, where) for _, where, obj in lines]
 
 
-def _label_row(raw: str, where: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise UserInputError(f"{where}: not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise UserInputError(f"{where}: expected a JSON object")
+def _label_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
     row = {field: obj.get(field) for field in LABEL_FIELDS}
     if row["preferred"] not in PREFERRED:
         raise UserInputError(f"{where}: preferred must be a, b, tie or error, "
