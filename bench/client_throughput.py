@@ -7,7 +7,8 @@ of the limit (concurrency / latency) and the client's CPU time per request. Then
 10,000-request batch is rerun, every answer coming from the ledger, and its cost per request
 is printed.
 
-    .venv/bin/python bench/client_throughput.py            # needs: apt-get install nginx libnginx-mod-http-echo
+    apt-get install nginx libnginx-mod-http-echo     # once
+    .venv/bin/python bench/client_throughput.py
 """
 
 from __future__ import annotations
@@ -187,8 +188,9 @@ def main() -> None:
                           f"{row['cpu_us']:>11.0f}")
                 print(f"{'':>11} {'ratio':>8} {rows['ours']['rps'] / rows['openai']['rps']:>8.1f}x")
             first, rerun = ledger_rerun(base_url, args.ledger_requests)
+            per_request_ms = rerun / args.ledger_requests * 1000
             print(f"batch of {args.ledger_requests}: first run {first:.2f} s; rerun from the "
-                  f"ledger {rerun:.2f} s = {rerun / args.ledger_requests * 1000:.3f} ms per request")
+                  f"ledger {rerun:.2f} s = {per_request_ms:.3f} ms per request")
         finally:
             nginx.terminate()
             nginx.wait()

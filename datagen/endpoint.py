@@ -101,7 +101,9 @@ def client_config(options: dict[str, Any], base_url: str, **overrides: Any) -> C
 
 
 @contextmanager
-def endpoint_url(base_url: str | None, model: str | None = None) -> Iterator[tuple[str, str | None]]:
+def endpoint_url(
+    base_url: str | None, model: str | None = None
+) -> Iterator[tuple[str, str | None]]:
     """Yield (base_url, model): the given URL, $OPENAI_BASE_URL, or the embedded server."""
     url = base_url or os.environ.get("OPENAI_BASE_URL")
     if url:
@@ -111,7 +113,8 @@ def endpoint_url(base_url: str | None, model: str | None = None) -> Iterator[tup
         return
     from datagen.autostart import embedded_endpoint
 
-    with embedded_endpoint(os.environ.get("RLAIF_SERVE_MODEL") or "default") as (url, served_model):
+    spec = os.environ.get("RLAIF_SERVE_MODEL") or "default"
+    with embedded_endpoint(spec) as (url, served_model):
         yield url, model or served_model
 
 

@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
@@ -159,7 +160,7 @@ def canonical_bytes(value: Any) -> bytes:
 
 
 def normalise_path(path: str) -> str:
-    """Map '/v1/chat/completions', 'chat/completions' or '/chat/completions' to '/chat/completions'."""
+    """Map '/v1/chat/completions', 'chat/completions' or '/chat/completions' to the last."""
     path = "/" + path.strip().lstrip("/")
     if path.startswith("/v1/"):
         path = path[3:]
@@ -252,8 +253,10 @@ def _error_message(raw: bytes, status: int) -> str:
     return f"HTTP {status}: {raw[:200].decode('utf-8', 'replace')}"
 
 
-class Stats(BaseModel):
-    """Live counters for progress displays and run summaries."""
+@dataclass
+class Stats:
+    """Live counters for progress displays and run summaries (a plain dataclass: it is
+    updated on every request)."""
 
     sent: int = 0
     ok: int = 0
@@ -443,7 +446,7 @@ class LLMClient:
                 try:
                     status_code, headers, raw = await self._pool.post(
                         path, payload, self._headers, self.config.timeout)
-                except (OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError) as exc:
                     status_code, raw, headers = None, b"", {}
                     error = f"{type(exc).__name__}: {exc}".rstrip(": ") or "connection error"
                     retryable = True

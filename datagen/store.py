@@ -88,7 +88,8 @@ def open_db(path: str | Path) -> sqlite_utils.Database:
 
 def _migrate(db: sqlite_utils.Database) -> None:
     with transaction(db):
-        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
         done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
         for name, apply in MIGRATIONS:
             if name not in done:
@@ -194,7 +195,9 @@ def ledger_totals(db: sqlite_utils.Database) -> dict[str, Any]:
 # --- runs -----------------------------------------------------------------------------------
 
 
-def start_run(db: sqlite_utils.Database, run_id: str, kind: str, args: dict, seed: int | None) -> None:
+def start_run(
+    db: sqlite_utils.Database, run_id: str, kind: str, args: dict, seed: int | None
+) -> None:
     """Record the start of a run (or restart it: same id, same arguments)."""
     with transaction(db):
         db.execute(

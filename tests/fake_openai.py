@@ -20,6 +20,7 @@ A reply is a dict with any of:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -76,7 +77,8 @@ def build_body(path: str, request: dict[str, Any], reply: Reply, serial: int) ->
     texts = reply.get("texts") or [reply.get("text", "")] * int(request.get("n") or 1)
     choices = []
     for index, text in enumerate(texts):
-        choice: dict[str, Any] = {"index": index, "finish_reason": reply.get("finish_reason", "stop")}
+        choice: dict[str, Any] = {
+            "index": index, "finish_reason": reply.get("finish_reason", "stop")}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
@@ -252,7 +254,5 @@ if __name__ == "__main__":  # a standalone server for manual tries and subproces
 
     with FakeOpenAI() as server:
         print(server.base_url, flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait(float(sys.argv[1]) if len(sys.argv) > 1 else 3600)
-        except KeyboardInterrupt:
-            pass

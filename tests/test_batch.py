@@ -20,8 +20,9 @@ RLAIF = [sys.executable, "-m", "align.cli"]
 def write_batch(path: Path, count: int, prefix: str = "q", url: str = "/v1/chat/completions"):
     with path.open("w") as fh:
         for i in range(count):
-            body = ({"model": "fake-model", "messages": [{"role": "user", "content": f"{prefix}{i}"}]}
-                    if "chat" in url else {"model": "fake-model", "prompt": f"{prefix}{i}"})
+            text = f"{prefix}{i}"
+            body = ({"model": "fake-model", "messages": [{"role": "user", "content": text}]}
+                    if "chat" in url else {"model": "fake-model", "prompt": text})
             fh.write(json.dumps({"custom_id": f"{prefix}-{i}", "method": "POST", "url": url,
                                  "body": body}) + "\n")
     return path
