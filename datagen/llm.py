@@ -285,6 +285,7 @@ class LLMClient:
         self._rpm = TokenBucket(config.rpm) if config.rpm else None
         self._tpm = TokenBucket(config.tpm) if config.tpm else None
         self._db_thread: ThreadPoolExecutor | None = None
+        self._ledger: Any = None
         self._queue: asyncio.Queue | None = None
         self._writer: asyncio.Task | None = None
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
@@ -299,6 +300,13 @@ class LLMClient:
         self._sem = asyncio.Semaphore(self.config.concurrency)
         if self.db is not None:
             self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+            # The ledger thread gets a connection of its own: sharing the caller's would let
+            # its commits end the caller's open transactions.
+            path = store.database_file(self.db)
+            if path:
+                self._ledger = await self._in_db_thread(store.open_db, path)
+            else:
+                self._ledger = self.db
             self._queue = asyncio.Queue()
             self._writer = asyncio.create_task(self._write_loop())
         return self
@@ -308,6 +316,8 @@ class LLMClient:
             await self._queue.put(None)
             await self._writer
         if self._db_thread is not None:
+            if self._ledger is not self.db:
+                await self._in_db_thread(self._ledger.conn.close)
             self._db_thread.shutdown(wait=True)
         if self._pool is not None:
             self._pool.close()
@@ -341,15 +351,15 @@ class LLMClient:
                     fut.set_result(None)
 
     def _write(self, pending: list[dict], finished: list[dict]) -> None:
-        with store.transaction(self.db):
-            store.ledger_add_pending(self.db, pending)
-            store.ledger_finish(self.db, finished)
+        with store.transaction(self._ledger):
+            store.ledger_add_pending(self._ledger, pending)
+            store.ledger_finish(self._ledger, finished)
 
     async def lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Ledger rows for these keys (empty without a database)."""
         if self.db is None:
             return {}
-        return await self._in_db_thread(store.ledger_lookup, self.db, keys)
+        return await self._in_db_thread(store.ledger_lookup, self._ledger, keys)
 
     async def record_pending(self, rows: list[dict[str, Any]]) -> None:
         """Commit pending rows for requests about to be sent (used by batch to pre-register)."""

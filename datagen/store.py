@@ -97,6 +97,14 @@ def _migrate(db: sqlite_utils.Database) -> None:
                 db.execute("INSERT INTO _migrations VALUES (?, ?)", [name, time.time()])
 
 
+def database_file(db: sqlite_utils.Database) -> str | None:
+    """The file behind a database connection, or None for an in-memory database."""
+    for _, name, filename in db.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return filename or None
+    return None
+
+
 @contextmanager
 def transaction(db: sqlite_utils.Database) -> Iterator[None]:
     """Run the block as one write transaction, taking the write lock up front."""

@@ -222,3 +222,27 @@ def test_api_key_is_sent_but_never_stored(fake_llm, tmp_path):
     db.conn.close()
     for path in tmp_path.iterdir():
         assert secret.encode() not in path.read_bytes()
+
+
+def test_ledger_writes_do_not_interfere_with_the_callers_transactions(fake_llm, tmp_path):
+    # The client commits ledger rows from its own thread; it must use its own connection, or
+    # its commits end the caller's open transactions (sqlite-utils savepoints then vanish).
+    import asyncio
+
+    db = store.open_db(tmp_path / "race.db")
+
+    async def go():
+        async with LLMClient(config(fake_llm, concurrency=16), db) as client:
+            async def saver():
+                for i in range(200):
+                    store.save_rows(db, f"t{i % 7}", [{"id": i, "v": "x" * i}])
+                    await asyncio.sleep(0)
+
+            calls = [client.chat([{"role": "user", "content": f"r{i}"}]) for i in range(200)]
+            results = await asyncio.gather(saver(), *calls)
+            return results[1:]
+
+    results = run_async(go())
+    assert all(r.ok for r in results)
+    assert sum(store.count_rows(db, f"t{k}") for k in range(7)) == 200
+    assert store.ledger_totals(db)["ok"] == 200
