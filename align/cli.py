@@ -22,6 +22,8 @@ COMMANDS = {
     "service": "align.service_cli:service",
     "label-queue": "align.service_cli:label_queue",
     "label-export": "align.service_cli:label_export",
+    "run": "align.pipeline_cli:run",
+    "demo": "align.pipeline_cli:demo",
 }
 
 GENERATE_COMMANDS = {
@@ -50,6 +52,7 @@ TRAIN_COMMANDS = {
 EVAL_COMMANDS = {
     "rm": "align.cli_train:eval_rm",
     "winrate": "align.cli_eval:eval_winrate",
+    "constraints": "align.pipeline_cli:eval_constraints",
 }
 
 
