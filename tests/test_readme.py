@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def readme_commands() -> list[str]:
     text = README.read_text()
-    blocks = re.findall(r"```(?:bash)?\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     commands = []
     for block in blocks:
         joined = block.replace("\\\n", " ")
