@@ -18,6 +18,7 @@ COMMANDS = {
     "label": "judges.cli_label:label",
     "judge-report": "judges.cli_label:judge_report",
     "judge-audit": "judges.cli_label:judge_audit",
+    "judge-revisions": "judges.cli_revisions:judge_revisions",
     "report": "align.cli_report:report",
     "service": "align.service_cli:service",
     "label-queue": "align.service_cli:label_queue",

@@ -54,15 +54,18 @@ def export_sft(source: str, db: str | None, out: str, test_size: float | None, s
 @click.option("--labels", type=click.Path(dir_okay=False), help="`rlaif label` output (JSONL).")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None,
               help="Drop soft labels with |p_a - 0.5| < C/2.")
+@click.option("--drop-judge-disagrees", is_flag=True,
+              help="Drop DB pairs whose judge check preferred the rejected side "
+                   "(see `rlaif judge-revisions`).")
 @common_options
 def export_preference(
-    source: str, labels: str | None, min_confidence: float | None, db: str | None, out: str,
-    test_size: float | None, seed: int,
+    source: str, labels: str | None, min_confidence: float | None, drop_judge_disagrees: bool,
+    db: str | None, out: str, test_size: float | None, seed: int,
 ) -> None:
     """Export preference pairs (`prompt`/`chosen`/`rejected`, `margin` from soft labels)."""
     summary = ds.export_preference(
         out, labels=labels, source=source, db=db, min_confidence=min_confidence,
-        test_size=test_size, seed=seed,
+        test_size=test_size, seed=seed, drop_judge_disagrees=drop_judge_disagrees,
     )
     print_summary(summary)
 

@@ -3,7 +3,8 @@
 Parses options (and an optional YAML file of ``PPOConfig`` fields; options given on the command
 line win), reads prompts from JSONL or a saved Hugging Face dataset, calls
 ``align.ppo.train_ppo`` and prints one summary line. Works under ``torchrun``
-(``torchrun --nproc_per_node 2 -m align.cli_ppo ...``); rank 0 writes and prints.
+(``torchrun --nproc_per_node 2 -m align.cli_ppo ...``); rank 0 writes and prints. ``--device``
+(default auto: a GPU when there is one) is checked before any model is loaded.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ OPTION_FIELDS = {
     "response_length": "response_length",
     "temperature": "temperature",
     "seed": "seed",
+    "device": "device",
+    "bf16": "bf16",
 }
 
 
@@ -125,6 +128,18 @@ def build_config(config_file: str | None, options: dict[str, Any]) -> Any:
     return config
 
 
+def check_device(config: Any, source: str) -> None:
+    """Fail as a user error, before any model is loaded, when the configured device (or bf16 on
+    it) is not available here; ``source`` names where the setting came from."""
+    from align import ppo
+
+    try:
+        device = ppo.resolve_device(config.device, local_rank=ppo.torchrun_local_rank())
+        ppo.resolve_bf16(config.bf16, device)
+    except ValueError as exc:
+        raise UserInputError(f"{source}: {exc}") from None
+
+
 def resolve_model_dir(value: str, option: str) -> Path:
     """A model directory; ``default`` means the embedded SmolLM2 model."""
     if value == "default":
@@ -184,6 +199,11 @@ def plot_curves(metrics: list[dict[str, float]], png_path: Path) -> None:
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Sampling temperature.")
 @click.option("--seed", type=int, default=None, help="Random seed.")
+@click.option("--device", default=None,
+              help="auto (default: cuda if available, else cpu), cpu, cuda or cuda:N.")
+@click.option("--bf16/--no-bf16", default=None,
+              help="bf16 autocast for forward passes (default: on for CUDA devices that support "
+                   "it, off on CPU).")
 @click.option("--plot", is_flag=True, help=f"Also write {PLOT_FILE} (reward and KL curves).")
 def train_ppo(prompts_path: str, policy: str, reward_model: str, output: str,
               config_file: str | None, plot: bool, **options: Any) -> None:
@@ -191,6 +211,8 @@ def train_ppo(prompts_path: str, policy: str, reward_model: str, output: str,
     from align import ppo
 
     config = build_config(config_file, options)
+    on_command_line = options.get("device") is not None or options.get("bf16") is not None
+    check_device(config, "options" if on_command_line or not config_file else config_file)
     prompts = load_prompts(prompts_path)
     policy_dir = resolve_model_dir(policy, "--policy")
     reward_dir = resolve_model_dir(reward_model, "--reward-model")

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import click
 
-from align.report import ReportInputs, build_report, check_inputs, write_atomic
+from align.report import build_report
 from align.report_card import card_path, cards_section, dataset_card
+from align.report_data import ReportInputs, check_inputs
+from align.report_html import write_atomic
 from datagen import store
 from datagen.errors import UserInputError
 

@@ -355,8 +355,9 @@ def write_export(
 # --- the three exports -----------------------------------------------------------------------
 
 
-def db_rows(target: str, db_path: str | Path | None) -> list[Row]:
-    """Rows from a provider function (``module:function``) over the project DB at ``db_path``."""
+def db_rows(target: str, db_path: str | Path | None, **options: Any) -> list[Row]:
+    """Rows from a provider function (``module:function``) over the project DB at ``db_path``
+    (``options`` are passed on to the provider)."""
     from datagen import store
 
     if db_path is None:
@@ -364,7 +365,7 @@ def db_rows(target: str, db_path: str | Path | None) -> list[Row]:
     if not Path(db_path).is_file():
         raise UserInputError(f"{db_path}: no such database")
     provider = load_provider(target)
-    return list(provider(store.open_db(db_path)))
+    return list(provider(store.open_db(db_path), **options))
 
 
 def export_sft(
@@ -381,9 +382,14 @@ def export_sft(
 def export_preference(
     out: str | Path, *, labels: str | Path | None = None, source: str = "labels",
     db: str | Path | None = None, min_confidence: float | None = None,
-    test_size: float | None = None, seed: int = 0,
+    test_size: float | None = None, seed: int = 0, drop_judge_disagrees: bool = False,
 ) -> dict[str, Any]:
-    """Write preference pairs from a labels file or the DB; the summary has ``dropped``."""
+    """Write preference pairs from a labels file or the DB; the summary has ``dropped``.
+    ``drop_judge_disagrees`` leaves out DB pairs whose judge check preferred the rejected side
+    (``rlaif judge-revisions``), counted as ``judge_disagrees``."""
+    if drop_judge_disagrees and source not in PREFERENCE_SOURCES:
+        raise UserInputError(f"--drop-judge-disagrees: not for --source {source} (use one of "
+                             f"{', '.join(PREFERENCE_SOURCES)})")
     if source == "labels":
         if labels is None:
             raise UserInputError("--labels FILE is required with --source labels")
@@ -391,7 +397,11 @@ def export_preference(
         read = len(rows) + sum(dropped.values())
     elif source in PREFERENCE_SOURCES:
         pairs = db_rows(PREFERENCE_SOURCES[source], db)
-        rows, dropped = preference_rows(pairs, f"{db}:{source}")
+        kept = (db_rows(PREFERENCE_SOURCES[source], db, drop_judge_disagrees=True)
+                if drop_judge_disagrees else pairs)
+        rows, dropped = preference_rows(kept, f"{db}:{source}")
+        if drop_judge_disagrees:
+            dropped["judge_disagrees"] = len(pairs) - len(kept)
         read = len(pairs)
     else:
         choices = ", ".join(["labels", *PREFERENCE_SOURCES])

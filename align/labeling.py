@@ -1,296 +1,49 @@
-"""Human preference labels: the queue, who labels what, gold checks, consensus and agreement.
+"""Human preference labels: who labels what, gold checks, flagged annotators and consensus.
 
-AI judges are measured against people, so the project keeps a small human-labelling loop next
-to its data. Pairs (or K responses to rank) go on a queue in the project database
-(``label_items``); each item is shown to N annotators; a K-way ranking is expanded into its
-K(K-1)/2 pairs. Hidden gold items with a known answer are mixed in, one per ``gold_every``
-ordinary items, and an annotator whose gold accuracy falls below a threshold (after a few gold
-answers) is flagged: their votes stop counting towards consensus and agreement. Consensus is a
-strict majority of the counted votes; when the top choices are level it is recorded as a tie
-(``split``). A complete consensus of "a", "b" or "tie" becomes the pair's ``human`` label, in
-``label_consensus`` and, when the pair came from the ``pairs`` table, on that row too, so
-``rlaif label`` and ``rlaif judge-report`` pick it up. Agreement between annotators is Fleiss'
-kappa (any number of raters per item) and the mean pairwise Cohen's kappa.
-
-``LabelBoard`` keeps the queue and votes in memory for fast assignment; it is the only writer of
-votes and re-reads the items whenever another process (``rlaif label-queue``) has added some.
+Each queued item (``align.label_queue``) is shown to N annotators. Hidden gold items are mixed
+in, one per ``gold_every`` ordinary items, and an annotator whose gold accuracy falls below a
+threshold (after a few gold answers) is flagged: their votes stop counting towards consensus and
+agreement (``align.agreement``). A complete consensus of "a", "b" or "tie" becomes the pair's
+``human`` label, in ``label_consensus`` and, when the pair came from the ``pairs`` table, on that
+row too, so ``rlaif label`` and ``rlaif judge-report`` pick it up. ``LabelBoard`` keeps the
+queue and votes in memory for fast assignment; it is the only writer of votes and re-reads the
+items whenever another process (``rlaif label-queue``) has added some.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import math
-import random
 import time
 from collections import Counter
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from align.agreement import (
+    calibration_bins,
+    expand_vote,
+    fleiss_kappa,
+    majority,
+    mean_pairwise_cohen,
+)
+from align.label_queue import (
+    HUMAN,
+    ITEMS,
+    LabelSettings,
+    QueueItem,
+    Vote,
+    load_items,
+    load_settings,
+)
 from datagen import store
-from datagen.errors import UserInputError
-from datagen.jsonl import note_unique, read_objects
 from datagen.llm import canonical_json
-from datagen.responses import is_prompt
-from judges.report import agreement, cohen_kappa
+from judges.report import agreement
 
-ITEMS = "label_items"
 VOTES = "label_votes"
 CONSENSUS = "label_consensus"
-SETTINGS = "label_settings"
 PAIRS = "pairs"
-CHOICES = ("a", "b", "tie", "fail")
-HUMAN = ("a", "b", "tie")
-INSTRUCTIONS_FILE = Path(__file__).parent / "static" / "instructions.md"
 CONSENSUS_SHOWN = 500
-Strategy = Literal["random", "uncertain", "disagree"]
-
-
-class LabelSettings(BaseModel):
-    """Queue-wide settings, kept in ``label_settings``."""
-
-    gold_threshold: float = Field(default=0.7, ge=0, le=1,
-                                  description="Flag annotators whose gold accuracy is below this")
-    min_gold: int = Field(default=3, ge=1, description="Gold answers needed before flagging")
-    gold_every: int = Field(default=4, ge=1, description="Ordinary items between gold items")
-
-
-class QueueItem(BaseModel):
-    """One thing to label: a prompt and two (or K) responses."""
-
-    id: str
-    pair_id: str
-    prompt: str | list[dict[str, Any]]
-    responses: list[str]
-    gold: Literal["a", "b", "tie"] | None = None
-    required: int = 3
-    position: int = 0
-    source: dict[str, Any] = Field(default_factory=dict)
-
-
-class Vote(BaseModel):
-    """One annotator's answer to one item (a choice for a pair, a ranking for K responses)."""
-
-    item_id: str
-    annotator: str
-    choice: Literal["a", "b", "tie", "fail", "rank"]
-    ranking: list[int] | None = None
-    note: str = ""
-    created_at: float = 0.0
-
-
-# --- reading pairs for the queue ----------------------------------------------------------------
-
-
-def _item_id(pair_id: str, gold: bool) -> str:
-    """An opaque id, so nothing the page sees tells a gold item from an ordinary one."""
-    return hashlib.sha256(f"{'gold' if gold else 'item'}\n{pair_id}".encode()).hexdigest()[:16]
-
-
-def queue_item(obj: Any, where: str, gold: bool = False, required: int = 3) -> QueueItem:
-    """Validate one pairs/labels/gold line; raise UserInputError("WHERE: what is wrong")."""
-    if not isinstance(obj, dict):
-        raise UserInputError(f"{where}: expected a JSON object")
-    if not is_prompt(obj.get("prompt")):
-        raise UserInputError(
-            f"{where}: missing prompt (a non-empty string or a list of chat messages)")
-    if "responses" in obj:
-        responses = obj["responses"]
-        if not (isinstance(responses, list) and len(responses) >= 2
-                and all(isinstance(r, str) for r in responses)):
-            raise UserInputError(f"{where}: responses must be a list of two or more strings")
-    else:
-        for field in ("response_a", "response_b"):
-            if not isinstance(obj.get(field), str):
-                raise UserInputError(f"{where}: missing {field} (a string)")
-        responses = [obj["response_a"], obj["response_b"]]
-    answer = None
-    if gold:
-        answer = obj.get("gold", obj.get("human"))
-        if answer not in HUMAN or len(responses) != 2:
-            raise UserInputError(
-                f'{where}: a gold pair needs response_a, response_b and human "a", "b" or "tie"')
-    pair_id = obj.get("id")
-    if pair_id is None:
-        pair_id = hashlib.sha256(canonical_json([obj["prompt"], *responses]).encode()).hexdigest()
-        pair_id = pair_id[:16]
-    return QueueItem(id=_item_id(str(pair_id), gold), pair_id=str(pair_id), prompt=obj["prompt"],
-                     responses=responses, gold=answer, required=required, source=obj)
-
-
-def read_items(path: str | Path, gold: bool = False, required: int = 3) -> list[QueueItem]:
-    """Read a pairs, labels or gold JSONL file into queue items."""
-    path = Path(path)
-    items: list[QueueItem] = []
-    seen: dict[str, int] = {}
-    for line_no, where, obj in read_objects(
-        path, empty_message=f"{path}: empty file, expected one JSON pair per line"
-    ):
-        item = queue_item(obj, where, gold, required)
-        # Keyed by pair id: item.id derives from it and the one gold flag of this file.
-        note_unique(seen, item.pair_id, line_no, where, what="pair")
-        items.append(item)
-    return items
-
-
-def _uncertainty(item: QueueItem) -> float:
-    p_a = item.source.get("p_a")
-    return abs(p_a - 0.5) if isinstance(p_a, int | float) else math.inf
-
-
-def judges_disagree(row: dict[str, Any]) -> bool:
-    """The judges of a labelled pair disagree: panel members prefer different responses, a
-    judge's two orders pointed at the same position (``consistent`` false), or the verdicts of
-    the row name different winners."""
-    if row.get("consistent") is False:
-        return True
-    panel = {p.get("preferred") for p in row.get("panel") or [] if isinstance(p, dict)}
-    if len(panel & set(HUMAN)) > 1:
-        return True
-    winners = {_verdict_winner(v) for v in row.get("verdicts") or [] if isinstance(v, dict)}
-    return len(winners - {None}) > 1
-
-
-def _verdict_winner(verdict: dict[str, Any]) -> str | None:
-    first, said = verdict.get("first"), verdict.get("verdict")
-    if first not in ("a", "b") or said not in ("first", "second"):
-        return None
-    return first if said == "first" else ("b" if first == "a" else "a")
-
-
-def sample_items(items: list[QueueItem], n: int | None, strategy: Strategy,
-                 seed: int = 0) -> list[QueueItem]:
-    """Choose up to n items: at random, nearest p_a = 0.5 first, or judge disagreement first
-    (then nearest 0.5). Ties keep the file order."""
-    if strategy == "random":
-        chosen = list(items)
-        random.Random(seed).shuffle(chosen)
-    elif strategy == "uncertain":
-        chosen = sorted(items, key=_uncertainty)
-    else:
-        chosen = sorted(items, key=lambda it: (not judges_disagree(it.source), _uncertainty(it)))
-    return chosen if n is None else chosen[:n]
-
-
-# --- settings and instructions -------------------------------------------------------------------
-
-
-def get_setting(db: Any, key: str, default: Any = None) -> Any:
-    """A value from ``label_settings`` (JSON decoded), or the default."""
-    rows = store.load_rows(db, SETTINGS, key=key)
-    return json.loads(rows[0]["value"]) if rows else default
-
-
-def put_setting(db: Any, key: str, value: Any) -> None:
-    """Store a value in ``label_settings``."""
-    store.save_rows(db, SETTINGS, [{"key": key, "value": json.dumps(value)}], pk="key",
-                    replace=True)
-
-
-def load_settings(db: Any) -> LabelSettings:
-    """The queue settings (defaults where never set)."""
-    return LabelSettings(**get_setting(db, "settings", {}))
-
-
-def instructions(db: Any) -> str:
-    """The annotator instructions: the team's edited text, else the shipped default."""
-    text = get_setting(db, "instructions")
-    return text if text is not None else INSTRUCTIONS_FILE.read_text(encoding="utf-8")
-
-
-def enqueue(db: Any, items: Iterable[QueueItem], settings: LabelSettings | None = None) -> int:
-    """Add items to the queue (items already there are left as they are); return how many
-    were new."""
-    items = list(items)
-    start = store.count_rows(db, ITEMS)
-    rows = [_item_row(item, start + i) for i, item in enumerate(items)]
-    if settings is not None:
-        put_setting(db, "settings", settings.model_dump())
-    return store.save_rows(db, ITEMS, rows, pk="id")
-
-
-def _item_row(item: QueueItem, position: int) -> dict[str, Any]:
-    return {"id": item.id, "pair_id": item.pair_id, "prompt": canonical_json(item.prompt),
-            "responses": canonical_json(item.responses), "gold": item.gold,
-            "required": item.required, "position": position,
-            "source": canonical_json(item.source), "created_at": time.time()}
-
-
-def _item_from_row(row: dict[str, Any]) -> QueueItem:
-    return QueueItem(id=row["id"], pair_id=row["pair_id"], prompt=json.loads(row["prompt"]),
-                     responses=json.loads(row["responses"]), gold=row["gold"],
-                     required=row["required"], position=row["position"],
-                     source=json.loads(row["source"]))
-
-
-# --- consensus and agreement (pure functions) -----------------------------------------------------
-
-
-def expand_vote(vote: Vote, k: int) -> dict[tuple[int, int], str]:
-    """A vote as pairwise choices {(i, j): a|b|tie|fail} over response indices i < j."""
-    if k == 2:
-        return {(0, 1): vote.choice}
-    if vote.choice == "fail":
-        return {pair: "fail" for pair in itertools.combinations(range(k), 2)}
-    rank = {response: place for place, response in enumerate(vote.ranking or [])}
-    return {(i, j): "a" if rank[i] < rank[j] else "b"
-            for i, j in itertools.combinations(range(k), 2)}
-
-
-def majority(choices: list[str]) -> tuple[str | None, bool]:
-    """(consensus, split): the most frequent choice; level leaders make a recorded tie."""
-    if not choices:
-        return None, False
-    counts = Counter(choices).most_common()
-    leaders = [c for c, n in counts if n == counts[0][1]]
-    if len(leaders) > 1:
-        return "tie", True
-    return leaders[0], False
-
-
-def fleiss_kappa(units: list[list[str]], categories: Iterable[str] = CHOICES) -> float | None:
-    """Fleiss' kappa over units rated by two or more raters each (raters may vary per unit).
-
-    P_i = (sum_j n_ij^2 - n_i) / (n_i (n_i - 1)); P = mean P_i; p_j = share of all ratings in
-    category j; P_e = sum p_j^2; kappa = (P - P_e) / (1 - P_e). None when undefined."""
-    units = [u for u in units if len(u) >= 2]
-    if not units:
-        return None
-    categories = list(categories)
-    agree = []
-    totals = Counter()
-    for ratings in units:
-        counts = Counter(ratings)
-        totals.update(counts)
-        n = len(ratings)
-        agree.append((sum(c * c for c in counts.values()) - n) / (n * (n - 1)))
-    observed = sum(agree) / len(agree)
-    all_ratings = sum(totals.values())
-    chance = sum((totals[c] / all_ratings) ** 2 for c in set(categories) | set(totals))
-    if chance >= 1.0:
-        return None
-    return (observed - chance) / (1.0 - chance)
-
-
-def mean_pairwise_cohen(by_rater: dict[str, dict[str, str]]) -> tuple[float | None, int]:
-    """Mean Cohen's kappa over pairs of raters on the units both rated; (mean, pairs used)."""
-    kappas = []
-    for first, second in itertools.combinations(sorted(by_rater), 2):
-        shared = sorted(set(by_rater[first]) & set(by_rater[second]))
-        if len(shared) < 2:
-            continue
-        kappa = cohen_kappa([by_rater[first][u] for u in shared],
-                            [by_rater[second][u] for u in shared])
-        if kappa is not None:
-            kappas.append(kappa)
-    return (sum(kappas) / len(kappas) if kappas else None), len(kappas)
-
-
-# --- the board: queue, votes, flags and consensus in memory ---------------------------------------
 
 
 class AnnotatorStats(BaseModel):
@@ -346,8 +99,7 @@ class LabelBoard:
                 self._recount()
             return
         self.settings = settings
-        rows = store.load_rows(self.db, ITEMS, order_by="position, rowid")
-        self.items = {row["id"]: _item_from_row(row) for row in rows}
+        self.items = {item.id: item for item in load_items(self.db)}
         self.order = list(self.items.values())
         self._regular = [item for item in self.order if not item.gold]
         self._gold = [item for item in self.order if item.gold]
@@ -603,14 +355,3 @@ def _check_fits(vote: Vote, item: QueueItem) -> None:
         raise ValueError(f"this item has {k} responses: send a ranking (or fail)")
     if vote.choice == "rank" and sorted(vote.ranking or []) != list(range(k)):
         raise ValueError(f"ranking must list each response index 0..{k - 1} once")
-
-
-def calibration_bins(points: list[tuple[float, bool]], bins: int = 5) -> list[dict[str, Any]]:
-    """Share of human "a" among pairs whose judge p_a falls in each of ``bins`` equal bins."""
-    out = []
-    for b in range(bins):
-        low, high = b / bins, (b + 1) / bins
-        inside = [won for p, won in points if low <= p < high or (b == bins - 1 and p == 1.0)]
-        out.append({"low": low, "high": high, "n": len(inside),
-                    "human_a": sum(inside) / len(inside) if inside else None})
-    return out

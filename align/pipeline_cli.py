@@ -1,9 +1,11 @@
 """`rlaif run PIPELINE.yaml`, `rlaif demo` and `rlaif eval constraints`: parse, call, print.
 
-The work is in ``align.pipeline``: ``run`` checks a pipeline file and runs its stages, ``demo``
-runs the built-in ``align/pipelines/demo.yaml`` (the whole journey from generated data to a
-trained policy on the embedded model), and ``eval constraints`` measures how often policies
-satisfy the constraints of held-out prompts, which is how the demo ends.
+The work is elsewhere: ``align.pipeline_file`` reads and checks a pipeline file,
+``align.pipeline`` runs its stages and ``align.heldout_eval`` measures constraint satisfaction.
+``run`` checks a pipeline file and runs its stages, ``demo`` runs the built-in
+``align/pipelines/demo.yaml`` (the whole journey from generated data to a trained policy on the
+embedded model), and ``eval constraints`` measures how often policies satisfy the constraints
+of held-out prompts, which is how the demo ends.
 """
 
 from __future__ import annotations
@@ -17,15 +19,9 @@ from typing import Any
 import click
 import yaml
 
-from align.pipeline import (
-    Plan,
-    constraint_eval,
-    describe_plan,
-    format_eval,
-    last_output,
-    load_plan,
-    run_plan,
-)
+from align.heldout_eval import constraint_eval, format_eval
+from align.pipeline import describe_plan, last_output, run_plan
+from align.pipeline_file import Plan, load_plan
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write
 

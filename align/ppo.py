@@ -6,9 +6,11 @@ advantages with GAE using a value model initialised from the reward model, then 
 of the clipped PPO objective over shuffled mini-batches. It follows "The N+ Implementation
 Details of RLHF with PPO" (https://arxiv.org/abs/2403.17031) and TRL 1.12's defaults. Settings
 live in ``align/ppo_config.py``, experience collection in ``align/ppo_rollout.py`` and the tensor
-arithmetic in ``align/ppo_math.py``; this module holds the optimisation loop. Runs on CPU, in one
-process or under ``torchrun`` (gloo; gradients are averaged with one flat all-reduce per
-optimiser step), and logs one JSON line per update.
+arithmetic in ``align/ppo_math.py``; this module holds the optimisation loop and picks the
+device. Runs on CPU or one CUDA device per process (optionally with bf16 autocast), in one
+process or under ``torchrun`` (gloo on CPU, nccl on CUDA with cuda:LOCAL_RANK per process;
+gradients are averaged with one flat all-reduce per optimiser step), and logs one JSON line per
+update. On CPU, runs with the same seed give identical results.
 """
 
 
@@ -29,7 +31,7 @@ import torch.distributed as dist
 import yaml
 from transformers import PreTrainedModel
 
-from align.ppo_config import PPOConfig, check_config, config_from_dict
+from align.ppo_config import DEVICE_PATTERN, PPOConfig, check_config, config_from_dict
 from align.ppo_math import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -49,7 +51,7 @@ from align.ppo_rollout import (
 )
 
 __all__ = ["CONFIG_FILE", "METRICS_FILE", "PPOConfig", "PPOResult", "check_config",
-           "config_from_dict", "train_ppo"]
+           "config_from_dict", "resolve_bf16", "resolve_device", "train_ppo"]
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "ppo_config.yaml"
@@ -73,9 +75,10 @@ def ppo_loss(
     ids, mask = rollout.query_responses[rows], rollout.attention_mask[rows]
     responses, response_mask = rollout.responses[rows], rollout.response_mask[rows]
     length = responses.shape[1]
-    logits = response_logits(models.policy, ids, mask, length, config.temperature)  # (b, R, V)
+    with models.autocast():
+        logits = response_logits(models.policy, ids, mask, length, config.temperature)  # (b,R,V)
+        values = hidden_scores(models.value_model, ids, mask)[:, -length - 1:-1]  # (b, R)
     logprobs = token_logprobs(logits, responses)
-    values = hidden_scores(models.value_model, ids, mask)[:, -length - 1:-1]  # (b, R)
     policy_loss, policy_clipfrac = clipped_policy_loss(
         logprobs, rollout.logprobs[rows], rollout.advantages[rows], response_mask,
         config.cliprange)
@@ -126,15 +129,17 @@ def ppo_epochs(
 
 
 def all_reduce_gradients(params: Sequence[torch.nn.Parameter], world_size: int) -> None:
-    """Average gradients over processes with one flat all-reduce."""
+    """Average gradients over processes with one flat all-reduce. The gradients become views of
+    the flat buffer (no per-parameter copies), freed with it at ``zero_grad(set_to_none=True)``."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
+    del grads
     dist.all_reduce(flat)
     flat /= world_size
     offset = 0
-    for param, grad in zip(params, grads, strict=True):
-        param.grad = flat[offset:offset + grad.numel()].view_as(grad).clone()
-        offset += grad.numel()
+    for param in params:
+        param.grad = flat[offset:offset + param.numel()].view_as(param)
+        offset += param.numel()
 
 
 def prompt_batches(count: int, batch_size: int, seed: int) -> Iterator[list[int]]:
@@ -150,10 +155,14 @@ def prompt_batches(count: int, batch_size: int, seed: int) -> Iterator[list[int]
         pending = pending[batch_size:]
 
 
-def reduce_stats(stats: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
-    """Mean of each scalar statistic over processes, as plain floats."""
+def reduce_stats(
+    stats: dict[str, torch.Tensor], world_size: int, device: torch.device | None = None
+) -> dict[str, float]:
+    """Mean of each scalar statistic over processes, as plain floats (all-reduced on
+    ``device``, which must suit the process group's backend)."""
     keys = sorted(stats)
-    values = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32) for k in keys])
+    values = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32, device=device)
+                          for k in keys])
     if world_size > 1:
         dist.all_reduce(values)
         values /= world_size
@@ -174,47 +183,105 @@ def train_ppo(
     ``output_dir`` must be absent or empty; it receives the policy and tokenizer
     (``save_pretrained``), ``metrics.jsonl`` (one line per update) and ``ppo_config.yaml``. Work
     happens in a sibling ``.partial`` directory renamed at the end. Under ``torchrun`` every
-    process calls this; the process group (gloo on CPU) is created if needed and rank 0 writes.
+    process calls this; the process group (gloo on CPU, nccl on CUDA) is created if needed and
+    rank 0 writes. ``ValueError`` for bad settings, including a device that is not there.
     """
-    rank, world_size, created_group = init_distributed()
+    device = resolve_device(config.device, local_rank=torchrun_local_rank())
+    bf16 = resolve_bf16(config.bf16, device)
+    rank, world_size, created_group = init_distributed(device)
     try:
         check_config(config, world_size)
         if not prompts:
             raise ValueError("no prompts to train on")
         return _run(config, Path(policy), Path(reward_model), prompts, Path(output_dir),
-                    on_update, rank, world_size)
+                    on_update, rank, world_size, device, bf16)
     finally:
         if created_group:
             dist.destroy_process_group()
 
 
-def init_distributed() -> tuple[int, int, bool]:
-    """(rank, world size, whether we created the process group) from torchrun's environment."""
+def torchrun_local_rank() -> int | None:
+    """This process's index on its machine under ``torchrun`` (``LOCAL_RANK``), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    return None
+
+
+def resolve_device(
+    name: str, *, local_rank: int | None = None, cuda_devices: int | None = None
+) -> torch.device:
+    """The torch device for the ``device`` setting: "cpu"; "cuda" or "cuda:N"; "auto" = cuda
+    when a GPU is visible, else cpu. Without an index, cuda means cuda:``local_rank`` (one GPU
+    per torchrun process) or cuda:0; an explicit index always wins. ``cuda_devices`` (default:
+    the visible count) exists for tests. ``ValueError`` naming the setting when the device is
+    misspelt or not there."""
+    if DEVICE_PATTERN.fullmatch(name) is None:
+        raise ValueError(f"device: {name!r} is not allowed (use auto, cpu, cuda or cuda:N)")
+    if cuda_devices is None:
+        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if name == "auto":
+        name = "cuda" if cuda_devices else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not cuda_devices:
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU found"
+        raise ValueError(f"device: {name!r} but CUDA is not available ({why}); use cpu or auto")
+    index = int(name.partition(":")[2] or (local_rank or 0))
+    if index >= cuda_devices:
+        raise ValueError(f"device: cuda:{index} but only {cuda_devices} CUDA device(s) are "
+                         "visible")
+    return torch.device("cuda", index)
+
+
+def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
+    """Whether forward passes run under bf16 autocast: the ``bf16`` setting, or when it is None,
+    on for CUDA devices that support bf16 and off on CPU."""
+    supported = device.type == "cpu" or torch.cuda.is_bf16_supported()
+    if setting is None:
+        return device.type == "cuda" and supported
+    if setting and not supported:
+        raise ValueError(f"bf16: {device} does not support bfloat16")
+    return setting
+
+
+def init_distributed(device: torch.device) -> tuple[int, int, bool]:
+    """(rank, world size, whether we created the process group) from torchrun's environment;
+    the group uses nccl when ``device`` is a GPU (made this process's current device), else
+    gloo."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return dist.get_rank(), dist.get_world_size(), True
     return 0, 1, False
+
+
+def make_optimizer(models: Models, config: PPOConfig) -> torch.optim.AdamW:
+    """One AdamW over the trainable parameters of the policy and the value model; the frozen
+    reference and reward models get no optimiser state."""
+    params = [p for m in (models.policy, models.value_model) for p in m.parameters()
+              if p.requires_grad]
+    return torch.optim.AdamW(params, lr=config.learning_rate, eps=config.adam_eps,
+                             weight_decay=0.0)
 
 
 def _run(
     config: PPOConfig, policy_dir: Path, reward_dir: Path, prompts: Sequence[Prompt],
     output_dir: Path, on_update: Callable[[dict[str, float]], None] | None, rank: int,
-    world_size: int,
+    world_size: int, device: torch.device, bf16: bool,
 ) -> PPOResult:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    models = load_models(policy_dir, reward_dir)
+    models = load_models(policy_dir, reward_dir, device, bf16)
     prompt_ids = encode_prompts(models.tokenizer, prompts)
-    params = [p for m in (models.policy, models.value_model) for p in m.parameters()
-              if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=config.adam_eps,
-                                  weight_decay=0.0)
+    optimizer = make_optimizer(models, config)
     total = config.total_episodes or len(prompt_ids)
     updates = math.ceil(total / config.batch_size)
     local = config.batch_size // world_size
-    sample_gen = torch.Generator().manual_seed(config.seed * 7919 + rank + 1)
+    # sampling draws on the models' device; shuffles stay on CPU (index tensors work anywhere)
+    sample_gen = torch.Generator(device=device).manual_seed(config.seed * 7919 + rank + 1)
     shuffle_gen = torch.Generator().manual_seed(config.seed * 104_729 + rank + 2)
     batches = prompt_batches(len(prompt_ids), config.batch_size, config.seed)
     _check_output(output_dir)
@@ -228,7 +295,7 @@ def _run(
             rollout = collect_rollout(models, [prompt_ids[i] for i in batch], config, sample_gen)
             train_stats = ppo_epochs(models, rollout, config, optimizer, shuffle_gen, world_size)
             row = {"update": update + 1, "episodes": (update + 1) * config.batch_size, "lr": lr}
-            row.update(reduce_stats({**rollout.stats, **train_stats}, world_size))
+            row.update(reduce_stats({**rollout.stats, **train_stats}, world_size, device))
             row["seconds"] = time.perf_counter() - tick
             result.metrics.append(row)
             if rank == 0:

@@ -1,16 +1,19 @@
 """The project PPO's settings: one flat dataclass of named values, and its checks.
 
 Kept apart from the loop (``align/ppo.py``) so the CLI can build and validate a config, and
-report a bad key or value by name, before torch and transformers are imported.
+report a bad key or value by name, before torch and transformers are imported (so the device is
+checked here only by its spelling; ``align.ppo.resolve_device`` checks that it exists).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
 KL_ESTIMATORS = ("k1", "k3")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 @dataclass
@@ -43,6 +46,11 @@ class PPOConfig:
     gamma: float = 1.0  # discount
     lam: float = 0.95  # GAE lambda
     seed: int = 0  # seeds sampling, prompt order and mini-batch shuffles (rank is mixed in)
+    # project settings, not TRL's: where to run and in which precision
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda" or "cuda:N";
+    # under torchrun "auto" and "cuda" mean cuda:LOCAL_RANK
+    bf16: bool | None = None  # bf16 autocast for forward passes; None = on for CUDA devices that
+    # support it, off on CPU
 
 
 def config_from_dict(values: dict[str, Any]) -> PPOConfig:
@@ -103,7 +111,9 @@ def check_config(config: PPOConfig, world_size: int = 1) -> None:
         "total_episodes": config.total_episodes is None or config.total_episodes >= 1,
         "rollout_forward_batch_size": config.rollout_forward_batch_size >= 1,
         "learning_rate": config.learning_rate > 0,
+        "device": DEVICE_PATTERN.fullmatch(str(config.device)) is not None,
     }
     for name, ok in checks.items():
         if not ok:
-            raise ValueError(f"{name}: {getattr(config, name)!r} is not allowed")
+            hint = " (use auto, cpu, cuda or cuda:N)" if name == "device" else ""
+            raise ValueError(f"{name}: {getattr(config, name)!r} is not allowed{hint}")

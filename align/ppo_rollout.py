@@ -7,10 +7,15 @@ through the seq-cls ``.score`` heads, applies the missing-eos penalty and the KL
 per-token reward, and runs GAE with whitened advantages (``align/ppo_math.py``). Unlike TRL 1.12,
 the score is added on the last real response token (TRL adds it one position later, clamped),
 and behaviour log-probs come from the training forward pass rather than from generation.
+
+Models and rollout tensors live on one device (``Models.device``); forward passes may run under
+bf16 autocast (``Models.autocast``) while the arithmetic stays in float32. Everything here runs
+without autograd, and only gathered log-probs (B, R) are kept, never (B, T, V) logits.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +45,22 @@ Prompt = str | list[dict[str, str]]
 
 @dataclass
 class Models:
-    """The four networks of a PPO run and the shared tokenizer."""
+    """The four networks of a PPO run, the shared tokenizer, the device they all live on and
+    whether their forward passes run under bf16 autocast."""
 
     policy: PreTrainedModel
     ref_policy: PreTrainedModel
     value_model: PreTrainedModel
     reward_model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
+    device: torch.device = torch.device("cpu")
+    bf16: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Context for forward passes: bf16 autocast on ``device`` when enabled, else nothing."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
 
 @dataclass
@@ -64,24 +78,30 @@ class Rollout:
     stats: dict[str, torch.Tensor]  # scalar rollout statistics for the log
 
 
-def load_models(policy_dir: str | Path, reward_model_dir: str | Path) -> Models:
+def load_models(
+    policy_dir: str | Path, reward_model_dir: str | Path,
+    device: torch.device | str = "cpu", bf16: bool = False,
+) -> Models:
     """Load the policy, a frozen reference copy, the reward model and a value model initialised
-    from the reward model. All are put in eval mode, which disables dropout. The reward model
-    must share the policy's tokenizer."""
+    from the reward model, in float32 on ``device``. All are put in eval mode, which disables
+    dropout; the reference and reward model also get ``requires_grad=False`` (no gradients, no
+    optimiser state). The reward model must share the policy's tokenizer."""
+    device = torch.device(device)
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+
+    def load(cls: type, path: str | Path, **kwargs: object) -> PreTrainedModel:
+        return cls.from_pretrained(path, dtype=torch.float32, **kwargs).to(device).eval()
+
     models = Models(
-        policy=AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32),
-        ref_policy=AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32),
-        value_model=AutoModelForSequenceClassification.from_pretrained(
-            reward_model_dir, num_labels=1, dtype=torch.float32),
-        reward_model=AutoModelForSequenceClassification.from_pretrained(
-            reward_model_dir, num_labels=1, dtype=torch.float32),
+        policy=load(AutoModelForCausalLM, policy_dir),
+        ref_policy=load(AutoModelForCausalLM, policy_dir).requires_grad_(False),
+        value_model=load(AutoModelForSequenceClassification, reward_model_dir, num_labels=1),
+        reward_model=load(AutoModelForSequenceClassification, reward_model_dir,
+                          num_labels=1).requires_grad_(False),
         tokenizer=tokenizer,
+        device=device,
+        bf16=bf16,
     )
-    for model in (models.policy, models.ref_policy, models.value_model, models.reward_model):
-        model.eval()
-    for model in (models.ref_policy, models.reward_model):
-        model.requires_grad_(False)
     return models
 
 
@@ -134,7 +154,9 @@ def sample_responses(
     sampling log-probs, both (B, R) with R <= max_new_tokens."""
     mask = query_mask
     positions = position_ids(mask)
-    out = policy(input_ids=queries, attention_mask=mask, position_ids=positions, use_cache=True)
+    # the prompt forward only needs the last position's logits, not (B, Q, V)
+    out = policy(input_ids=queries, attention_mask=mask, position_ids=positions, use_cache=True,
+                 logits_to_keep=1)
     next_position = positions[:, -1:] + 1  # (B, 1)
     done = torch.zeros(queries.shape[0], dtype=torch.bool, device=queries.device)
     tokens, logprobs = [], []
@@ -157,17 +179,24 @@ def sample_responses(
 
 def response_logits(
     policy: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, response_length: int,
-    temperature: float,
+    temperature: float, *, trim: bool = False,
 ) -> torch.Tensor:
-    """Temperature-scaled logits that predict each response token: (B, Q + R) -> (B, R, V)."""
-    logits = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
+    """Temperature-scaled logits that predict each response token: (B, Q + R) -> (B, R, V).
+
+    No KV cache is built. ``trim`` runs the LM head on the last R + 1 positions only, so no
+    (B, Q + R, V) tensor exists. For no-grad passes only: the values match (bit for bit on CPU),
+    but under autograd the head's weight gradient would be summed in another order.
+    """
+    keep = {"logits_to_keep": response_length + 1} if trim else {}
+    logits = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                    use_cache=False, **keep).logits
     return logits[:, -response_length - 1:-1].float() / (temperature + 1e-7)
 
 
 def hidden_scores(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The ``.score`` head applied to every last hidden state: (B, L) -> (B, L)."""
-    hidden = model.base_model(input_ids=ids, attention_mask=mask,
-                              position_ids=position_ids(mask)).last_hidden_state
+    hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                              use_cache=False).last_hidden_state
     return model.score(hidden).squeeze(-1).float()
 
 
@@ -185,36 +214,46 @@ def rollout_forward(
     for start in range(0, ids.shape[0], step):
         chunk = slice(start, start + step)
         tokens = responses[chunk]
-        logp = token_logprobs(response_logits(models.policy, ids[chunk], mask[chunk], length,
-                                              config.temperature), tokens)
-        ref_logp = token_logprobs(response_logits(models.ref_policy, ids[chunk], mask[chunk],
-                                                  length, config.temperature), tokens)
-        values = hidden_scores(models.value_model, ids[chunk], mask[chunk])[:, context - 1:-1]
-        rewards = hidden_scores(models.reward_model, ids[chunk], mask[chunk])
+        # each (b, R, V) logits tensor is reduced to (b, R) log-probs before the next forward
+        with models.autocast():
+            logits = response_logits(models.policy, ids[chunk], mask[chunk], length,
+                                     config.temperature, trim=True)
+        logp = token_logprobs(logits, tokens)
+        with models.autocast():
+            logits = response_logits(models.ref_policy, ids[chunk], mask[chunk], length,
+                                     config.temperature, trim=True)
+        ref_logp = token_logprobs(logits, tokens)
+        del logits
+        with models.autocast():
+            values = hidden_scores(models.value_model, ids[chunk], mask[chunk])[:, context - 1:-1]
+            rewards = hidden_scores(models.reward_model, ids[chunk], mask[chunk])
         last = context + last_token_index(response_mask[chunk])
-        scores = rewards[torch.arange(rewards.shape[0]), last]
+        scores = rewards[torch.arange(rewards.shape[0], device=rewards.device), last]
         for bucket, value in zip(parts, (logp, ref_logp, values, scores), strict=True):
             bucket.append(value)
     return tuple(torch.cat(bucket) for bucket in parts)
 
 
+@torch.no_grad()  # not inference_mode: PPO's loss uses these tensors under autograd
 def collect_rollout(
     models: Models, prompt_ids: Sequence[Sequence[int]], config: PPOConfig,
     generator: torch.Generator,
 ) -> Rollout:
-    """Sample responses for the prompts, score them, shape rewards and compute advantages."""
+    """Sample responses for the prompts, score them, shape rewards and compute advantages.
+    ``generator`` must live on ``models.device``; all returned tensors do."""
     tokenizer = models.tokenizer
     eos_id = tokenizer.eos_token_id
     # masks are explicit, so the filler id only needs to be a valid token (pad may equal eos)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     stop_id = eos_id if config.stop_token == "eos" else None
-    queries, query_mask = left_pad(prompt_ids, pad_id)
+    queries, query_mask = (t.to(models.device) for t in left_pad(prompt_ids, pad_id))
     # the sampling log-probs are recomputed below with the training forward pass, so that the
     # first PPO step starts at ratio 1 exactly
-    sampled, _ = sample_responses(models.policy, queries, query_mask,
-                                  max_new_tokens=config.response_length,
-                                  temperature=config.temperature, stop_id=stop_id,
-                                  pad_id=pad_id, generator=generator)
+    with models.autocast():
+        sampled, _ = sample_responses(models.policy, queries, query_mask,
+                                      max_new_tokens=config.response_length,
+                                      temperature=config.temperature, stop_id=stop_id,
+                                      pad_id=pad_id, generator=generator)
     responses, response_mask = truncate_after_stop(sampled, stop_id, pad_id)
     ids = torch.cat([queries, responses], dim=1)
     mask = torch.cat([query_mask, response_mask.long()], dim=1)

@@ -5,215 +5,73 @@ many rows each stage kept and why others were dropped, how long and how varied t
 instructions are, how novel Self-Instruct candidates were (ROUGE-L against the pool), how
 evenly FLAN templates were used, how biased the judge was (position, length) and how sure
 (soft labels), what training did (loss, reward, KL), how the result evaluates (win rate with
-its interval) and what it all cost. This module gathers those figures from the project
-database, training output folders, label files and eval JSON files, and renders them through
-``align/templates/report.html`` with the SVG charts of ``align.report_plots``. A section
-without data is left out with a one-line note. Every shown text is HTML-escaped (stored
-model output may hold markup or script) and the page carries a Content-Security-Policy that
-forbids script and remote loads, so it stays inert and self-contained. Dataset cards for
-exported datasets live in ``align.report_card``.
+its interval) and what it all cost. This module builds one section per question from what
+``align.report_data`` reads (the project database, training output folders, label files and
+eval JSON files), with the SVG charts of ``align.report_plots``, and renders the page through
+``align.report_html``. A section without data is left out with a one-line note. Dataset cards
+for exported datasets live in ``align.report_card``.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import math
 import random
-import re
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
-from string import Template
 from typing import Any
 
 from align import report_plots as plots
+from align.intervals import wilson
+from align.report_data import (
+    CURVE_GROUPS,
+    EVAL_PATTERNS,
+    LEDGER,
+    METRICS_FILE,
+    RUNS,
+    ReportInputs,
+    check_inputs,
+    column_rows,
+    curves,
+    db_label_sources,
+    db_tables,
+    eval_results,
+    file_name,
+    find_files,
+    instruction_sources,
+    judge_of,
+    load_runs,
+    read_metrics,
+    run_models,
+    run_name,
+    text_stats,
+    value_counts,
+)
+from align.report_html import (
+    Section,
+    clip,
+    compact,
+    esc,
+    figure,
+    heading,
+    para,
+    render_page,
+    show,
+    table,
+    when,
+    write_atomic,
+)
 from datagen import store
-from datagen.constitutional import TABLE as CAI_TABLE
-from datagen.errors import UserInputError
 from datagen.flan import TABLE as FLAN_TABLE
-from datagen.jsonl import atomic_write
 from datagen.self_instruct import INSTRUCTIONS as SI_INSTRUCTIONS
-from judges.cli_constrained import TABLE as CONSTRAINED_TABLE
-from judges.report import LABEL_FIELDS, PREFERRED, read_labels
 from judges.report import build_report as judge_measures
+from judges.report import read_labels
 
-TEMPLATE = Path(__file__).parent / "templates" / "report.html"
-LEDGER, RUNS = "requests", "runs"
 REASON_COLUMNS = ("reason", "drop_reason", "degenerate")
 SAMPLES_PER_SOURCE = 5
 MAX_TEXTS = 50_000  # instructions per source measured (a seeded sample beyond that)
 TOP_VERBS = 15
-METRICS_FILE = "metrics.jsonl"
-EVAL_PATTERNS = ("eval*.json", "*winrate*.json", "*win_rate*.json", "*satisfaction*.json")
-RATE_KEY = re.compile(r"(win_rate|satisfaction_rate|satisfaction|accuracy|_rate)$")
-COUNT_KEYS = ("n", "count", "total", "pairs", "prompts", "num_examples")
-X_KEYS = ("step", "update", "global_step")
-CURVE_GROUPS = (
-    ("loss", "Loss", re.compile(r"loss")),
-    ("reward", "Reward, score and accuracy", re.compile(r"reward|score|margin|accurac")),
-    ("kl", "KL divergence", re.compile(r"(^|[/_])kl($|[/_])")),
-)
-
-# Leading words that are not the task's verb ("Please write ...", "Now list ...").
-LEAD_WORDS = frozenset({"please", "kindly", "now", "also", "then", "first", "next", "so", "ok",
-                        "okay", "hey", "hi"})
-# Words skipped when looking for the verb's object ("Write a short poem" -> poem).
-FUNCTION_WORDS = frozenset(re.findall(r"\S+", """
-a an the this that these those my your our their his her its me us you it them him i we they
-some any each every all both few many several one two three four five no not of to for in on
-at by with about from into onto over under between as than and or but if whether how what
-why which who whom whose when where there here is are be was were do does did can could would
-should will shall may might must short brief simple new following given next other same own
-more most less least very quite just only also up down out off again further then once such
-"""))
-
-
-@dataclass(frozen=True)
-class Section:
-    """One part of the page: an id for links, a title, the HTML body (empty: left out, with
-    ``note`` saying why)."""
-
-    key: str
-    title: str
-    body: str = ""
-    note: str = ""
-
-
-@dataclass
-class ReportInputs:
-    """Everything a report reads. Example: ``ReportInputs(db=Path("rlaif.db"))``"""
-
-    db: Path | None = None
-    runs_dirs: list[Path] = field(default_factory=list)
-    labels: list[Path] = field(default_factory=list)
-    evals: list[Path] = field(default_factory=list)
-    title: str = "rlaif report"
-
-
-# --- HTML pieces ----------------------------------------------------------------------------
-
-
-def esc(value: Any) -> str:
-    """Text made safe for HTML content and attribute values."""
-    return html.escape(str(value), quote=True)
-
-
-def show(value: Any) -> str:
-    """A value as short display text (numbers rounded, dicts as "k v, ...", None as "-")."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return plots.fmt(value) if math.isfinite(value) else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {show(v)}" for k, v in value.items()) or "-"
-    if isinstance(value, list | tuple):
-        return ", ".join(show(v) for v in value) or "-"
-    return str(value)
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """An HTML table; every cell is escaped, numbers are right-aligned."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = "".join(
-            f'<td class="num">{esc(show(v))}</td>' if isinstance(v, int | float)
-            and not isinstance(v, bool) else f"<td>{esc(show(v))}</td>" for v in row)
-        body.append(f"<tr>{cells}</tr>")
-    return f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
-
-def para(text: str, css: str = "") -> str:
-    return f'<p class="{css}">{esc(text)}</p>' if css else f"<p>{esc(text)}</p>"
-
-
-def heading(text: str) -> str:
-    return f"<h3>{esc(text)}</h3>"
-
-
-def figure(svg: str, alt: str) -> str:
-    return f"<figure>{plots.img(svg, alt)}</figure>"
-
-
-def rate(hits: float, total: int) -> float | None:
-    return hits / total if total else None
-
-
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """The Wilson score interval (95% by default) of a proportion; None when n is 0."""
-    if n <= 0:
-        return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-# --- reading the database ---------------------------------------------------------------------
-
-
-def db_tables(db: Any) -> dict[str, list[str]]:
-    """Every table of the database with its column names (SQLite's own tables left out)."""
-    return {name: store.table_columns(db, name) for name in store.table_names(db)
-            if not name.startswith(("sqlite_", "_"))}
-
-
-def column_rows(db: Any, table_name: str, columns: Sequence[str]) -> Iterator[dict[str, Any]]:
-    """Rows of a few columns only (missing columns read as None), streamed; the ledger's
-    bodies and responses are never loaded."""
-    return store.load_columns(db, table_name, columns)
-
-
-def load_runs(db: Any) -> list[dict[str, Any]]:
-    """The runs table, oldest first, with args and summary decoded."""
-    runs = []
-    for row in store.load_rows(db, RUNS, order_by="started_at"):
-        for key in ("args", "summary"):
-            row[key] = _json_or(row.get(key), {})
-        runs.append(row)
-    return runs
-
-
-def _json_or(text: Any, default: Any) -> Any:
-    if not isinstance(text, str):
-        return text if text is not None else default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default
-
-
-def run_models(run: dict[str, Any]) -> list[str]:
-    """The model names a run's arguments mention (``model`` or ``models``)."""
-    args = run.get("args") or {}
-    found = [args.get("model")] + list(args.get("models") or [])
-    return [str(m) for m in found if m]
-
-
-def compact(summary: Any, limit: int = 240) -> str:
-    """A run summary as one short line of its numbers and counts."""
-    if not isinstance(summary, dict):
-        return show(summary)
-    parts = [f"{k} {show(v)}" if not isinstance(v, dict) else f"{k}: {show(v)}"
-             for k, v in summary.items()
-             if k != "run_id" and isinstance(v, int | float | dict | str) and v != {}]
-    text = "; ".join(parts)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- sections: stages, runs, usage ----------------------------------------------------------------
@@ -226,11 +84,11 @@ def stages_section(db: Any, tables: dict[str, list[str]]) -> Section:
         if name in (LEDGER, RUNS):
             continue
         count = store.count_rows(db, name)
-        statuses = _counts(db, name, "status") if "status" in columns else {}
+        statuses = value_counts(db, name, "status") if "status" in columns else {}
         reasons: Counter = Counter()
         for column in REASON_COLUMNS:
             if column in columns:
-                reasons.update(_counts(db, name, column))
+                reasons.update(value_counts(db, name, column))
         rows.append((name, count, statuses or None, dict(reasons.most_common()) or None))
         bars.append((name, count))
     if not rows:
@@ -238,12 +96,6 @@ def stages_section(db: Any, tables: dict[str, list[str]]) -> Section:
     body = table(("table", "rows", "by status", "by reason"), rows)
     return Section("stages", "Stages", figure(plots.bar_chart(
         bars, title="Rows per table", xlabel="rows"), "Rows per table") + body)
-
-
-def _counts(db: Any, table_name: str, column: str) -> dict[str, int]:
-    counts = Counter(row[column] for row in column_rows(db, table_name, [column]))
-    counts.pop(None, None)
-    return {str(k): v for k, v in counts.most_common()}
 
 
 def runs_section(runs: list[dict[str, Any]]) -> Section:
@@ -303,73 +155,6 @@ def usage_section(db: Any, tables: dict[str, list[str]], runs: list[dict[str, An
 # --- sections: instructions -------------------------------------------------------------------
 
 
-def message_text(value: Any, role: str = "user", last: bool = False) -> str | None:
-    """The text of a stored prompt: a string, or the first (last) ``role`` message of a chat
-    stored as JSON text or a list."""
-    value = _json_or(value, value) if isinstance(value, str) and value[:1] in "[{\"" else value
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == role]
-        texts = [t for t in texts if isinstance(t, str)]
-        if texts:
-            return texts[-1] if last else texts[0]
-    return None
-
-
-def instruction_sources(db: Any, tables: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Distinct instruction texts per source table, in stored order."""
-    wanted = {
-        f"Self-Instruct ({SI_INSTRUCTIONS}, kept)": (
-            SI_INSTRUCTIONS, ("instruction", "status"),
-            lambda r: r["instruction"] if r["status"] in ("kept", None) else None),
-        f"FLAN ({FLAN_TABLE})": (FLAN_TABLE, ("messages",),
-                                 lambda r: message_text(r["messages"])),
-        f"Constitutional AI ({CAI_TABLE})": (CAI_TABLE, ("prompt",),
-                                             lambda r: message_text(r["prompt"], last=True)),
-        f"Constrained prompts ({CONSTRAINED_TABLE})": (CONSTRAINED_TABLE, ("prompt",),
-                                                       lambda r: message_text(r["prompt"])),
-        "Response pairs (pairs)": ("pairs", ("prompt",),
-                                   lambda r: message_text(r["prompt"], last=True)),
-    }
-    found = {}
-    for label, (name, columns, text_of) in wanted.items():
-        if name not in tables or not set(columns) & set(tables[name]):
-            continue
-        texts = dict.fromkeys(t for t in map(text_of, column_rows(db, name, columns))
-                              if isinstance(t, str) and t.strip())
-        if texts:
-            found[label] = list(texts)
-    return found
-
-
-def verb_noun(text: str) -> tuple[str | None, str | None]:
-    """A crude (verb, object noun) of an instruction: its first word (after "please"
-    and the like) and the first following word that is not a function word."""
-    words = re.findall(r"[a-z][a-z'-]*", text.lower())
-    while words and words[0] in LEAD_WORDS:
-        words = words[1:]
-    if not words:
-        return None, None
-    noun = next((w for w in words[1:8] if w not in FUNCTION_WORDS and len(w) > 1), None)
-    return words[0], noun
-
-
-def text_stats(texts: list[str]) -> dict[str, Any]:
-    """Length and verb/noun diversity figures of a list of instructions."""
-    lengths = [len(t.split()) for t in texts]
-    pairs = [verb_noun(t) for t in texts]
-    verbs = Counter(v for v, _ in pairs if v)
-    combos = Counter(f"{v} {n}" for v, n in pairs if v and n)
-    return {
-        "texts": len(texts), "lengths": lengths,
-        "mean_words": statistics.fmean(lengths), "median_words": statistics.median(lengths),
-        "max_words": max(lengths), "distinct_verbs": len(verbs),
-        "distinct_verb_noun": len(combos),
-        "verb_noun_per_text": len(combos) / len(texts), "verbs": verbs, "combos": combos,
-    }
-
-
 def instructions_section(db: Any, tables: dict[str, list[str]]) -> Section:
     """Length histograms, top first verbs and verb-noun pairs, and a sample per source."""
     sources = instruction_sources(db, tables)
@@ -404,12 +189,8 @@ def instructions_section(db: Any, tables: dict[str, list[str]]) -> Section:
         chosen = random.Random(0).sample(sources[label],
                                          min(SAMPLES_PER_SOURCE, len(sources[label])))
         body.append('<ul class="samples">' + "".join(
-            f"<li>{esc(_clip(t))}</li>" for t in chosen) + "</ul>")
+            f"<li>{esc(clip(t))}</li>" for t in chosen) + "</ul>")
     return Section("instructions", "Instructions", "".join(body))
-
-
-def _clip(text: str, limit: int = 400) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def novelty_section(db: Any, tables: dict[str, list[str]], runs: list[dict[str, Any]]) -> Section:
@@ -441,8 +222,8 @@ def novelty_section(db: Any, tables: dict[str, list[str]], runs: list[dict[str, 
         ("status", "candidates", "mean ROUGE-L", "median", "max"), rows)
         + heading("Candidates closest to the pool") + table(
             ("candidate", "ROUGE-L", "status", "reason", "nearest pool member"),
-            [(_clip(r["instruction"] or "", 300), r["rouge_l"], r["status"], r["reason"],
-              _clip(texts.get(r["nearest"]) or r["nearest"] or "-", 300)) for r in closest]))
+            [(clip(r["instruction"] or "", 300), r["rouge_l"], r["status"], r["reason"],
+              clip(texts.get(r["nearest"]) or r["nearest"] or "-", 300)) for r in closest]))
 
 
 def flan_section(db: Any, tables: dict[str, list[str]]) -> Section:
@@ -471,36 +252,6 @@ def flan_section(db: Any, tables: dict[str, list[str]]) -> Section:
 
 
 # --- sections: judge labels ---------------------------------------------------------------------
-
-
-def db_label_sources(db: Any, tables: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
-    """Label rows from every table that stores judge labels (preferred + both responses)."""
-    found = {}
-    for name, columns in sorted(tables.items()):
-        if not {"preferred", "response_a", "response_b"} <= set(columns):
-            continue
-        rows = []
-        for row in store.load_rows(db, name):
-            if row.get("preferred") not in PREFERRED:
-                continue
-            label = {f: row.get(f) for f in LABEL_FIELDS}
-            label["verdicts"] = _json_or(label["verdicts"], [])
-            if label["consistent"] is not None:
-                label["consistent"] = bool(label["consistent"])
-            rows.append(label)
-        if rows:
-            found[f"table {name}"] = rows
-    return found
-
-
-def judge_of(path: Path) -> dict[str, Any] | None:
-    """The ``judge`` provenance object of a labels file's first line, if it has one."""
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                meta = _json_or(line, {}).get("judge")
-                return meta if isinstance(meta, dict) else None
-    return None
 
 
 def judge_section(sources: dict[str, list[dict[str, Any]]],
@@ -561,55 +312,6 @@ def _bias_gauges(position: dict, length: dict) -> list[tuple[str, float, float, 
 # --- sections: training curves and evaluations --------------------------------------------------
 
 
-def find_files(dirs: Sequence[Path], patterns: Sequence[str]) -> list[Path]:
-    """Files matching any pattern under the folders, skipping hidden (temporary) folders."""
-    found = []
-    for folder in dirs:
-        for pattern in patterns:
-            for path in sorted(folder.rglob(pattern)):
-                relative = path.relative_to(folder).parts[:-1]
-                if path.is_file() and not any(p.startswith(".") for p in relative):
-                    found.append(path)
-    return sorted(dict.fromkeys(found))
-
-
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The JSON objects of a metrics.jsonl file and the number of unreadable lines (a run
-    killed mid-write leaves a cut last line)."""
-    rows, bad = [], 0
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.strip():
-                obj = _json_or(line, None)
-                if isinstance(obj, dict):
-                    rows.append(obj)
-                else:
-                    bad += 1
-    return rows, bad
-
-
-def curves(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, tuple[list, list]]]]:
-    """(x key, {group: {metric: (xs, ys)}}) of a metrics log; the final summary entries
-    (``train_*``) are left out."""
-    x_key = next((k for k in X_KEYS if sum(k in r for r in rows) >= len(rows) / 2), None)
-    groups: dict[str, dict[str, tuple[list, list]]] = defaultdict(dict)
-    for index, row in enumerate(rows):
-        x = row.get(x_key, index) if x_key else index
-        if not isinstance(x, int | float):
-            continue
-        for key, value in row.items():
-            if key in X_KEYS or key.startswith("train_") or isinstance(value, bool) \
-                    or not isinstance(value, int | float):
-                continue
-            group = next((g for g, _, pattern in CURVE_GROUPS if pattern.search(key.lower())),
-                         None)
-            if group:
-                xs, ys = groups[group].setdefault(key, ([], []))
-                xs.append(float(x))
-                ys.append(float(value))
-    return x_key or "log line", groups
-
-
 def training_section(runs_dirs: Sequence[Path]) -> Section:
     """Loss, reward and KL curves of every metrics.jsonl under the run folders."""
     files = find_files(runs_dirs, (METRICS_FILE,))
@@ -619,7 +321,7 @@ def training_section(runs_dirs: Sequence[Path]) -> Section:
     body = []
     for path in files:
         rows, bad = read_metrics(path)
-        name = _run_name(path, runs_dirs)
+        name = run_name(path, runs_dirs)
         body.append(heading(name))
         x_key, groups = curves(rows)
         if bad:
@@ -639,64 +341,6 @@ def training_section(runs_dirs: Sequence[Path]) -> Section:
     return Section("training", "Training curves", "".join(body))
 
 
-def _run_name(path: Path, roots: Sequence[Path]) -> str:
-    for root in roots:
-        if path.is_relative_to(root):
-            inner = path.parent.relative_to(root)
-            return str(Path(root.name) / inner) if str(inner) != "." else root.name
-    return str(path.parent)
-
-
-def _file_name(path: Path, roots: Sequence[Path]) -> str:
-    """A file's name, prefixed with its run folder when it lies under a --runs-dir."""
-    inside = any(path.is_relative_to(root) for root in roots)
-    return f"{_run_name(path, roots)}/{path.name}" if inside else path.name
-
-
-def eval_results(path: Path, strict: bool) -> list[dict[str, Any]]:
-    """Rates (win, satisfaction, accuracy) with their 95% intervals from one eval JSON file:
-    an interval stored as ``<key>_ci``, ``ci`` or ``interval`` ([low, high] or {low, high}),
-    else a Wilson interval from the count (``n``, ``count``, ...). ``strict``: a file given
-    by name must hold at least one rate."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        if strict:
-            raise UserInputError(f"{path}: cannot read eval result: {exc}") from None
-        return []
-    found = []
-    if isinstance(data, dict):
-        n = next((data[k] for k in COUNT_KEYS if isinstance(data.get(k), int)), None)
-        for key, value in data.items():
-            if RATE_KEY.search(key) and isinstance(value, int | float) and 0 <= value <= 1 \
-                    and not isinstance(value, bool):
-                low, high, source = _interval(data, key)
-                if low is None and n:
-                    low, high = wilson(value * n, n)
-                    source = "Wilson, computed here"
-                found.append({"file": path, "metric": key, "value": float(value), "n": n,
-                              "low": low, "high": high, "interval": source})
-    if strict and not found:
-        raise UserInputError(f"{path}: no win_rate, satisfaction_rate, accuracy or *_rate "
-                             "value between 0 and 1 at the top level")
-    return found
-
-
-def _interval(data: dict, key: str) -> tuple[float | None, float | None, str]:
-    for name in (f"{key}_ci", f"{key}_interval", "ci", "interval", "confidence_interval"):
-        value = data.get(name)
-        if isinstance(value, dict):
-            value = [value.get("low", value.get("lower")), value.get("high", value.get("upper"))]
-        if isinstance(value, list | tuple) and len(value) == 2 and all(
-                isinstance(v, int | float) for v in value):
-            return float(value[0]), float(value[1]), f"stored ({name})"
-    low, high = data.get(f"{key}_low", data.get("ci_low")), data.get(f"{key}_high",
-                                                                   data.get("ci_high"))
-    if isinstance(low, int | float) and isinstance(high, int | float):
-        return float(low), float(high), "stored"
-    return None, None, "-"
-
-
 def eval_section(runs_dirs: Sequence[Path], eval_files: Sequence[Path]) -> Section:
     """Win / satisfaction rates (and reward-model accuracy) with their intervals."""
     results = [r for p in eval_files for r in eval_results(p, strict=True)]
@@ -704,7 +348,7 @@ def eval_section(runs_dirs: Sequence[Path], eval_files: Sequence[Path]) -> Secti
                 for r in eval_results(p, strict=False)]
     if not results:
         return Section("eval", "Evaluation", note="no eval result JSON found or given.")
-    names = [_file_name(r["file"], runs_dirs) for r in results]
+    names = [file_name(r["file"], runs_dirs) for r in results]
     items = [(f"{name}: {r['metric']}", r["value"], r["low"], r["high"])
              for name, r in zip(names, results, strict=True)]
     rows = [(name, r["metric"], r["value"], r["low"], r["high"], r["n"], r["interval"])
@@ -739,40 +383,6 @@ def gather(inputs: ReportInputs) -> list[Section]:
     sections += [judge_section(label_sources, judges), training_section(inputs.runs_dirs),
                  eval_section(inputs.runs_dirs, inputs.evals)]
     return sections
-
-
-def render_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
-    """The HTML page: a contents list, the notes of left-out sections, then the sections."""
-    shown = [s for s in sections if s.body]
-    toc = "".join(f'<li><a href="#{esc(s.key)}">{esc(s.title)}</a></li>' for s in shown)
-    omitted = "".join(f"<li><b>{esc(s.title)}</b>: {esc(s.note)}</li>"
-                      for s in sections if not s.body)
-    body = "\n".join(f'<section id="{esc(s.key)}"><h2>{esc(s.title)}</h2>\n{s.body}\n</section>'
-                     for s in shown)
-    template = Template(TEMPLATE.read_text(encoding="utf-8"))
-    return template.substitute(
-        title=esc(title), subtitle=esc(subtitle), toc=toc,
-        omitted=f'<aside class="omitted"><h2>Not in this report</h2><ul>{omitted}</ul></aside>'
-        if omitted else "", sections=body)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write text through a temporary sibling renamed over ``path``."""
-    with atomic_write(path) as out:
-        out.write(text)
-
-
-def check_inputs(inputs: ReportInputs) -> None:
-    """Raise UserInputError for a missing database, folder or file before any work."""
-    if inputs.db is not None and not inputs.db.is_file():
-        raise UserInputError(f"{inputs.db}: no such database")
-    for folder in inputs.runs_dirs:
-        if not folder.is_dir():
-            raise UserInputError(f"{folder}: no such directory (--runs-dir)")
-    for option, paths in (("--labels", inputs.labels), ("--eval", inputs.evals)):
-        for path in paths:
-            if not path.is_file():
-                raise UserInputError(f"{path}: no such file ({option})")
 
 
 def build_report(inputs: ReportInputs, output: Path, extra: Sequence[Section] = (),

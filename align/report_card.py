@@ -22,18 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from align.datasets import read_jsonl, sibling_test_path
-from align.report import (
-    LEDGER,
-    RUNS,
-    Section,
-    column_rows,
-    db_tables,
-    esc,
-    load_runs,
-    run_models,
-    show,
-    when,
-)
+from align.report_data import LEDGER, RUNS, column_rows, db_tables, load_runs, run_models
+from align.report_html import Section, esc, show, when
 from datagen.errors import UserInputError
 
 DROP_KEYS = ("rejected", "dropped", "degenerate", "tasks_dropped", "failed", "failed_parses",

@@ -1,14 +1,14 @@
 """`rlaif service`: the project over HTTP, for jobs and for people labelling pairs.
 
-One FastAPI app on one project database. ``/v1/jobs`` accepts the same runs as the command
-line (``align.jobs`` validates them with the CLI's own parser and runs each as a CLI process
-sharing the request ledger), reports progress as JSON or server-sent events and streams
-results as JSONL. ``/label`` is the human labelling page: plain HTML and a small script, every
-model-written text put on the page as text, never as markup, under a content security policy
-that allows no inline script. When the service is bound beyond loopback, or told to, every
-request must carry the API key (``Authorization: Bearer KEY``, ``X-API-Key: KEY``, or for a
-browser ``?key=KEY`` once, which sets a cookie); only the key's SHA-256 is kept and compared in
-constant time.
+One FastAPI app on one project database. ``/v1/jobs`` accepts the same runs as the command line
+(``align.job_options`` validates them with the CLI's own parser and ``align.jobs`` runs each as
+a CLI process sharing the request ledger), reports progress as JSON or server-sent events and
+streams results as JSONL. ``/label`` is the human labelling page: plain HTML and a small script,
+every model-written text put on the page as text, never as markup, under a content security
+policy that allows no inline script. When the service is bound beyond loopback, or told to,
+every request must carry the API key (``Authorization: Bearer KEY``, ``X-API-Key: KEY``, or for
+a browser ``?key=KEY`` once, which sets a cookie); only the key's SHA-256 is kept and compared
+in constant time.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Streamin
 from pydantic import BaseModel, ConfigDict, Field
 
 from align import label_pages
-from align.jobs import KINDS, TERMINAL, JobOptionError, JobRunner, SerialDB, get_job, list_jobs
-from align.labeling import LabelBoard, QueueItem, Vote, enqueue, instructions, put_setting
-from judges.pairwise import prompt_text
+from align.job_options import KINDS, JobOptionError
+from align.jobs import TERMINAL, JobRunner, SerialDB, get_job, list_jobs
+from align.label_queue import QueueItem, Vote, enqueue, instructions, put_setting
+from align.labeling import LabelBoard
+from judges.pairs import prompt_text
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "rlaif_key"
@@ -466,7 +468,7 @@ def _label_routes(service: Service) -> APIRouter:
 
 
 def _queue_items(body: ItemsIn) -> list[QueueItem]:
-    from align.labeling import queue_item
+    from align.label_queue import queue_item
 
     items = [queue_item(obj, f"pairs[{i}]", False, body.annotators_per_pair)
              for i, obj in enumerate(body.pairs)]

@@ -128,7 +128,13 @@ def label_queue(db: Path, pairs_path: Path | None, labels_path: Path | None,
                 annotators_per_pair: int, gold_threshold: float | None,
                 gold_every: int | None, min_gold: int | None, seed: int) -> None:
     """Put pairs on the human labelling queue served at /label by `rlaif service`."""
-    from align.labeling import enqueue, judges_disagree, load_settings, read_items, sample_items
+    from align.label_queue import (
+        enqueue,
+        judges_disagree,
+        load_settings,
+        read_items,
+        sample_items,
+    )
 
     if (pairs_path is None) == (labels_path is None):
         raise UserInputError("give exactly one of --pairs PAIRS.jsonl or --from-labels "

@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from align.report import wilson
+from align.intervals import wilson
 from datagen.batch import BatchLine, run_batch
 from datagen.errors import UserInputError
 from datagen.llm import CHAT_PATH, LLMClient, request_key
 from datagen.responses import PromptItem, Response, as_messages, write_jsonl
 from judges.constraints import parse_constraints
-from judges.pairwise import PairRow, pair_row
+from judges.pairs import PairRow, pair_row
 from judges.report import OUTCOME, length_controlled_win_rate
 from judges.verify import verify_response
 

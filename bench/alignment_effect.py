@@ -9,13 +9,13 @@ measures that, end to end, with the project's own pieces:
    of their id into training and held-out prompts, and each gets 1-2 constraints
    (``judges.constrained.add_constraints``, seeded);
 2. the starting policy samples ``--samples`` answers per training prompt
-   (``align.pipeline.sample_policy``); every pair of answers to a prompt is labelled by the
+   (``align.heldout_eval.sample_policy``); every pair of answers to a prompt is labelled by the
    verifier (``judges.verify.verify_pair``) and ties are dropped, giving prompt/chosen/rejected
    rows;
 3. DPO (``align.train.build_config`` and TRL's ``DPOTrainer``, constant learning rate) runs for
    ``--minutes`` of wall time, cycling over the pairs, and the model is saved;
 4. the starting and the trained policy answer the same held-out prompts with the same
-   sampling settings and seeds (``align.pipeline.constraint_eval``): the share of answers
+   sampling settings and seeds (``align.heldout_eval.constraint_eval``): the share of answers
    satisfying every constraint, per constraint kind, with Wilson 95% intervals, and a paired
    bootstrap interval of the difference.
 
@@ -41,7 +41,7 @@ from transformers import AutoTokenizer, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from align.pipeline import constraint_eval, format_eval, sample_policy  # noqa: E402
+from align.heldout_eval import constraint_eval, format_eval, sample_policy  # noqa: E402
 from align.train import build_config, resolve_model, save_model  # noqa: E402
 from datagen.jsonl import write_jsonl  # noqa: E402
 from judges.constrained import add_constraints, load_base_prompts  # noqa: E402

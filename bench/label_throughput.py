@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from judges.cli_label import load_rubrics, run_judges
-from judges.pairwise import PairRow, PairwiseSettings, pair_row
+from judges.pairs import PairRow, pair_row
+from judges.pairwise import PairwiseSettings
 
 REPLY = {
     "id": "bench", "object": "chat.completion", "created": 0, "model": "bench",

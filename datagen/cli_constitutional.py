@@ -9,13 +9,15 @@ from pathlib import Path
 import click
 
 from datagen import store
-from datagen.constitutional import (
+from datagen.constitution import (
     DEFAULT_CONSTITUTION,
     DEFAULT_PROMPTS,
-    CaiSummary,
-    critique_and_revise,
     load_constitution,
     load_prompts,
+)
+from datagen.constitutional import (
+    CaiSummary,
+    critique_and_revise,
     run_id_for,
     save_samples,
     summarise,
@@ -56,6 +58,8 @@ def generate_constitutional(
     a constitution; store every turn in the ledger and every prompt in `cai_samples`.
 
     Rerunning with the same arguments resumes: answered turns come from the ledger.
+    To check each revision with an AI judge, run `rlaif judge-revisions --db DB` afterwards
+    (the judges build on this package, so the check is their command, not an option here).
     Exit status: 0 when every request succeeded, 1 when some failed or were not sent
     (budget), 2 on bad usage or bad input files (nothing is sent).
     """

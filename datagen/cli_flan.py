@@ -1,9 +1,9 @@
 """`rlaif generate flan`: render datasets through FLAN-style templates (parse, call, print).
 
-The work is in ``datagen.flan`` (rendering, mixing, paraphrasing) and ``datagen.flan_io``
-(files); this command maps options onto it, writes the JSONL through a temporary file, saves
-the rows and the run to the project database when ``--db`` is given, and prints a summary on
-stderr (stdout may carry the data).
+The work is in ``datagen.flan`` (rendering, mixing, paraphrasing), ``datagen.flan_templates``
+(template files) and ``datagen.flan_io`` (dataset files); this command maps options onto it,
+writes the JSONL through a temporary file, saves the rows and the run to the project database
+when ``--db`` is given, and prints a summary on stderr (stdout may carry the data).
 """
 
 from __future__ import annotations
@@ -25,15 +25,8 @@ from datagen.flan import (
     run_id,
     save_run,
 )
-from datagen.flan_io import (
-    BadRows,
-    TaskTemplates,
-    atomic_output,
-    builtin_tasks,
-    load_templates,
-    parse_field_map,
-    task_path,
-)
+from datagen.flan_io import BadRows, atomic_output, parse_field_map
+from datagen.flan_templates import TaskTemplates, builtin_tasks, load_templates, task_path
 from datagen.llm import LLMClient, run_async
 
 

@@ -28,22 +28,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datagen import store
-from datagen.flan_io import (
+from datagen.flan_io import BadRows, Row, checked_rows, count_rows, row_spec
+from datagen.flan_mix import interleave, template_order, with_exemplars
+from datagen.flan_templates import (
     TEMPLATE_DIR,
-    BadRows,
     FewShotFormat,
     OptionStyles,
-    Row,
     TaskTemplates,
     Template,
-    checked_rows,
-    count_rows,
     load_option_styles,
     placeholders,
-    row_spec,
     template_problems,
 )
-from datagen.flan_mix import interleave, template_order, with_exemplars
 from datagen.llm import LLMClient
 
 TABLE = "flan_examples"

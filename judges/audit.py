@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from judges.pairwise import PairRow, read_pairs
+from judges.pairs import PairRow, read_pairs
 from judges.report import position_report
 
 AUDIT_SET = Path(__file__).parent / "data" / "audit_pairs.jsonl"

@@ -19,22 +19,12 @@ from datagen.errors import UserInputError
 from datagen.llm import LLMClient, Stats, run_async
 from datagen.responses import load_pairs, write_jsonl
 from judges.audit import audit_metrics, format_audit, load_audit_set
-from judges.pairwise import (
-    PAIRWISE_FIELDS,
-    JudgeFn,
-    PairRow,
-    PairwiseRubric,
-    PairwiseSettings,
-    default_rubric_path,
-    judge_pairwise,
-    judge_verify,
-    label_pairs,
-    load_rubric,
-    pair_row,
-    read_pairs,
-)
+from judges.pairs import PairRow, pair_row, read_pairs
+from judges.pairwise import PairwiseSettings, judge_pairwise
+from judges.panel import JudgeFn, judge_verify, label_pairs
 from judges.pointwise import POINTWISE_FIELDS, PointwiseRubric, judge_score
 from judges.report import build_report, format_report, read_labels
+from judges.rubric import PAIRWISE_FIELDS, PairwiseRubric, default_rubric_path, load_rubric
 from judges.verify import verify_pair
 
 ENDPOINT_JUDGES = ("pairwise", "score")
@@ -148,7 +138,7 @@ def run_judges(rows: list[PairRow], specs: list[str], rubrics: dict[str, Any],
         return run_async(go())
 
 
-def _judge_setup(kwargs: dict[str, Any]) -> tuple[list[str], dict, PairwiseSettings, dict, Path]:
+def judge_setup(kwargs: dict[str, Any]) -> tuple[list[str], dict, PairwiseSettings, dict, Path]:
     """Split a judging command's options into (judges, rubrics, settings, endpoint options, db)."""
     options = pop_client_options(kwargs)
     for ours, theirs in (("judge_base_url", "base_url"), ("judge_model", "model")):
@@ -202,7 +192,7 @@ def label(input_path: Path | None, output: Path, on_bad_row: str, **kwargs: Any)
     sends only what the ledger lacks. Exit status: 0; 1 when some requests failed (rerun to
     retry them); 2 on bad input, before any request.
     """
-    specs, rubrics, settings, options, db = _judge_setup(kwargs)
+    specs, rubrics, settings, options, db = judge_setup(kwargs)
     if output.is_dir():
         raise UserInputError(f"{output}: is a directory")
     rows, bad = _read_input(input_path, db, on_bad_row == "skip", "verify" in specs)
@@ -252,7 +242,7 @@ def judge_report(labels_file: Path, as_json: bool, reference: str | None) -> Non
 def judge_audit(as_json: bool, output: Path | None, **kwargs: Any) -> None:
     """Run the judge over the built-in audit set: accuracy on pairs with a known better answer,
     position consistency, length bias and the injection flip rate."""
-    specs, rubrics, settings, options, db = _judge_setup(kwargs)
+    specs, rubrics, settings, options, db = judge_setup(kwargs)
     labels, failed, stats = run_judges(load_audit_set(), specs, rubrics, settings, options, db)
     if output is not None:
         write_jsonl(output, labels)

@@ -23,19 +23,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datagen.llm import Completion, LLMClient
-from judges.pairwise import (
-    JudgeResult,
-    PairRow,
-    ask_all,
-    chat_body,
-    defuse,
-    error_result,
-    preferred_from_p,
-    prompt_text,
-    sigmoid,
-    template_tags,
-    token_logprob,
-)
+from judges.pairs import PairRow, prompt_text
+from judges.panel import JudgeResult, error_result
+from judges.rubric import defuse, template_tags
+from judges.verdicts import ask_all, chat_body, preferred_from_p, sigmoid, token_logprob
 
 POINTWISE_FIELDS = {"prompt": "", "response": "", "ending": ""}
 

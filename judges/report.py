@@ -24,7 +24,7 @@ import numpy as np
 
 from datagen.errors import UserInputError
 from datagen.jsonl import read_objects
-from judges.pairwise import HUMAN_LABELS
+from judges.pairs import HUMAN_LABELS
 
 LABEL_FIELDS = ("prompt", "response_a", "response_b", "preferred", "p_a", "consistent", "human",
                 "verdicts", "reference", "constraints")

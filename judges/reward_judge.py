@@ -16,13 +16,9 @@ from typing import Any
 
 from datagen.errors import UserInputError
 from datagen.responses import as_messages
-from judges.pairwise import (
-    JudgeResult,
-    PairRow,
-    preferred_from_p,
-    prompt_text,
-    sigmoid,
-)
+from judges.pairs import PairRow, prompt_text
+from judges.panel import JudgeResult
+from judges.verdicts import preferred_from_p, sigmoid
 
 
 def load_reward_model(path: str | Path) -> tuple[Any, Any]:

@@ -19,14 +19,16 @@ from fake_openai import default_responder
 
 from align.cli import main
 from datagen import store
-from datagen.constitutional import (
+from datagen.constitution import (
     DEFAULT_CONSTITUTION,
     DEFAULT_PROMPTS,
+    load_constitution,
+    load_prompts,
+)
+from datagen.constitutional import (
     choose_principles,
     critique_and_revise,
     degenerate_reason,
-    load_constitution,
-    load_prompts,
     load_samples,
     preference_pairs,
     save_samples,

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from align.cli import main
 from datagen import store
 from datagen.flan import sft_examples
-from datagen.flan_io import load_templates, placeholders
+from datagen.flan_templates import load_templates, placeholders
 
 DATA = Path(__file__).parent / "data" / "flan"
 NLI = str(DATA / "nli.jsonl")

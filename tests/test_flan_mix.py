@@ -8,8 +8,8 @@ import random
 from collections import Counter
 
 from datagen.flan import TaskInput, convert
-from datagen.flan_io import TaskTemplates
 from datagen.flan_mix import interleave, mixture_rates
+from datagen.flan_templates import TaskTemplates
 
 
 def test_rates_are_proportional_to_capped_sizes():

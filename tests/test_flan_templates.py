@@ -20,7 +20,7 @@ from datagen.flan import (
     paraphrase_messages,
     render_options,
 )
-from datagen.flan_io import builtin_tasks, load_option_styles, load_templates, task_path
+from datagen.flan_templates import builtin_tasks, load_option_styles, load_templates, task_path
 
 HERE = Path(__file__).parent
 DATA = HERE / "data" / "flan"

@@ -12,16 +12,15 @@ import pytest
 from click.testing import CliRunner
 
 from align.cli import main
-from judges.pairwise import (
+from judges.pointwise import POINTWISE_FIELDS, PointwiseRubric, expected_score, render_single
+from judges.rubric import (
     PAIRWISE_FIELDS,
     PairwiseRubric,
     default_rubric_path,
-    first_probability,
     load_rubric,
-    parse_label,
     render_pair,
 )
-from judges.pointwise import POINTWISE_FIELDS, PointwiseRubric, expected_score, render_single
+from judges.verdicts import first_probability, parse_label
 
 GOLDEN = Path(__file__).parent / "golden" / "judges"
 PAIRS = [

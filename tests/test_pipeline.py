@@ -19,7 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from align.cli import main
-from align.pipeline import load_plan, wilson_interval
+from align.heldout_eval import rate
+from align.pipeline_file import load_plan
 from datagen import store
 from datagen.llm import canonical_json
 
@@ -295,7 +296,7 @@ def test_eval_constraints_on_tiny_policies(tmp_path):
     assert result.exit_code == 2 and "prompt 'b' has no constraints" in result.output
 
 
-def test_wilson_interval():
-    low, high = wilson_interval(8, 10)
+def test_satisfaction_rate_has_a_wilson_interval():
+    low, high = rate(8, 10)["ci95"]
     assert round(low, 3) == 0.490 and round(high, 3) == 0.943
-    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert rate(0, 0)["ci95"] == [0.0, 1.0]

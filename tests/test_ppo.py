@@ -200,6 +200,81 @@ def test_config_from_dict_rejects_unknown_keys_and_bad_types():
         ppo.check_config(ppo.PPOConfig(batch_size=3), world_size=2)
 
 
+# --- devices and frozen models --------------------------------------------------------------
+
+
+def test_device_resolution():
+    here = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert ppo.resolve_device("cpu") == torch.device("cpu")
+    assert ppo.resolve_device("auto") == torch.device(here)
+    assert ppo.resolve_device("auto", cuda_devices=0) == torch.device("cpu")
+    with pytest.raises(ValueError, match="device: 'cuda' but CUDA is not available"):
+        ppo.resolve_device("cuda", cuda_devices=0)
+    # under torchrun each process takes the GPU of its LOCAL_RANK, unless an index is given
+    assert ppo.resolve_device("auto", local_rank=1, cuda_devices=2) == torch.device("cuda", 1)
+    assert ppo.resolve_device("cuda", local_rank=1, cuda_devices=2) == torch.device("cuda", 1)
+    assert ppo.resolve_device("cuda:0", local_rank=1, cuda_devices=2) == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match="only 2 CUDA device"):
+        ppo.resolve_device("cuda:2", cuda_devices=2)
+    with pytest.raises(ValueError, match="device: 'gpu' is not allowed"):
+        ppo.resolve_device("gpu")
+    with pytest.raises(ValueError, match="device: 'cuda:x' is not allowed"):
+        ppo.check_config(ppo.PPOConfig(device="cuda:x"))
+    # bf16 autocast is off on CPU unless asked for
+    assert ppo.resolve_bf16(None, torch.device("cpu")) is False
+    assert ppo.resolve_bf16(True, torch.device("cpu")) is True
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_rejects_cuda_when_unavailable(toy, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    config = tmp_path / "ppo.yaml"
+    config.write_text("device: cuda\n")
+    base = ["--prompts", str(prompts), "--policy", str(toy["policy"]), "--reward-model",
+            str(toy["reward"]), "--output", str(tmp_path / "out")]
+    for args, where in [(["--device", "cuda"], "options"), (["--config", str(config)], config),
+                        (["--device", "cuda:1"], "options")]:
+        result = _invoke([*base, *args])
+        assert result.exit_code == 2, result.output
+        assert f"{where}: device: '{args[1] if where == 'options' else 'cuda'}' but CUDA is " \
+               "not available" in result.output
+        assert not (tmp_path / "out").exists()
+    result = _invoke([*base, "--device", "gpu"])
+    assert result.exit_code == 2 and "device: 'gpu' is not allowed" in result.output
+
+
+def test_frozen_models_get_no_gradients_and_no_optimiser_state(toy):
+    models = ppo_rollout.load_models(toy["policy"], toy["reward"], "cpu")
+    assert not any(m.training for m in (models.policy, models.ref_policy, models.value_model,
+                                        models.reward_model))
+    for frozen in (models.ref_policy, models.reward_model):
+        assert not any(p.requires_grad for p in frozen.parameters())
+    config = ppo.PPOConfig(**{**TOY, "batch_size": 4, "num_ppo_epochs": 1})
+    optimizer = ppo.make_optimizer(models, config)
+    trainable = {id(p) for m in (models.policy, models.value_model) for p in m.parameters()}
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == trainable
+    prompt_ids = ppo_rollout.encode_prompts(models.tokenizer, toy_prompts(4))
+    rollout = ppo_rollout.collect_rollout(models, prompt_ids, config,
+                                          torch.Generator(device="cpu").manual_seed(0))
+    # experience holds per-token values only, never (B, T, V) logits, and no autograd graph
+    tensors = [v for v in vars(rollout).values() if isinstance(v, torch.Tensor)]
+    assert all(t.dim() == 2 and not t.requires_grad for t in tensors)
+    ppo.ppo_epochs(models, rollout, config, optimizer, torch.Generator().manual_seed(0), 1)
+    assert {id(p) for p in optimizer.state} == trainable
+    for frozen in (models.ref_policy, models.reward_model):
+        assert all(p.grad is None for p in frozen.parameters())
+
+
+def test_bf16_autocast_runs_where_asked(toy, tmp_path):
+    """The GPU default path (bf16 autocast), exercised here on CPU where it must be asked for."""
+    config = ppo.PPOConfig(**{**TOY, "batch_size": 4, "num_ppo_epochs": 1}, total_episodes=4,
+                           device="cpu", bf16=True)
+    row = ppo.train_ppo(config, policy=toy["policy"], reward_model=toy["reward"],
+                        prompts=toy_prompts(4), output_dir=tmp_path / "out").metrics[0]
+    assert all(math.isfinite(value) for value in row.values()), row
+
+
 # --- end to end ------------------------------------------------------------------------------
 
 
@@ -290,11 +365,13 @@ def test_cli_trains_saves_and_plots(toy, tmp_path):
     out = tmp_path / "out"
     result = _invoke(["--prompts", str(prompts), "--policy", str(toy["policy"]),
                       "--reward-model", str(toy["reward"]), "--output", str(out),
-                      "--config", str(config), "--batch-size", "4", "--seed", "5", "--plot"])
+                      "--config", str(config), "--batch-size", "4", "--seed", "5", "--plot",
+                      "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "2 updates" in result.output
     saved = yaml.safe_load((out / ppo.CONFIG_FILE).read_text())
     assert (saved["batch_size"], saved["response_length"], saved["seed"]) == (4, 4, 5)
+    assert (saved["device"], saved["bf16"]) == ("cpu", None)
     assert (out / "ppo_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
 

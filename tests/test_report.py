@@ -19,7 +19,9 @@ from PIL import Image
 
 from align.cli_report import report
 from align.datasets import export_preference, export_sft
-from align.report import Section, eval_results, render_page, verb_noun, wilson
+from align.intervals import wilson
+from align.report_data import eval_results, verb_noun
+from align.report_html import Section, render_page
 from datagen import constitutional, flan, store
 from datagen.constitutional import CaiSample, CaiSummary
 from datagen.flan import ExampleSource, FlanExample, Message

@@ -12,7 +12,8 @@ from fake_openai import FakeOpenAI
 from tiny_models import tiny_model_dir  # noqa: F401  (a session fixture)
 
 from align.cli import main
-from align.report import eval_results, wilson
+from align.intervals import wilson
+from align.report_data import eval_results
 
 PROMPTS = [{"id": "p1", "prompt": "Why is the sky blue?"},
            {"id": "p2", "prompt": [{"role": "user", "content": "Name a fruit."}]},

@@ -1,0 +1,96 @@
+"""The pairs every judge reads: one validated row per pair, and the pairs JSONL reader.
+
+A pair is a prompt (a string or chat messages) and two responses, ``response_a`` and
+``response_b``, with an optional ``human`` label and optional ``constraints`` for the verifier.
+Every judge (``pairwise``, ``pointwise``, ``reward_judge``, the verifier) and every report reads
+its input through ``read_pairs`` or ``pair_row``, so a malformed line is the same one-line user
+error everywhere, and a pair without an ``id`` gets the same content hash everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from datagen.errors import UserInputError
+from datagen.jsonl import numbered_lines, parse_json, read_text
+from datagen.llm import canonical_json
+from datagen.responses import is_prompt
+from judges.constraints import parse_constraints
+
+HUMAN_LABELS = ("a", "b", "tie")
+
+
+class PairRow(BaseModel):
+    """One pair to label, validated; ``data`` is the input object, written back with labels."""
+
+    where: str
+    id: str
+    prompt: str | list[dict[str, Any]]
+    response_a: str
+    response_b: str
+    human: Literal["a", "b", "tie"] | None = None
+    constraints: Any = None
+    data: dict[str, Any]
+
+
+def pair_row(obj: Any, where: str, check_constraints: bool = False) -> PairRow:
+    """Validate one input object; raise UserInputError("WHERE: what is wrong").
+    ``check_constraints`` also parses the constraints (for the verifier judge)."""
+    if not isinstance(obj, dict):
+        raise UserInputError(f"{where}: expected a JSON object")
+    prompt = obj.get("prompt")
+    if not is_prompt(prompt):
+        raise UserInputError(
+            f"{where}: missing prompt (a non-empty string or a list of chat messages)")
+    for field in ("response_a", "response_b"):
+        if not isinstance(obj.get(field), str):
+            raise UserInputError(f"{where}: missing {field} (a string)")
+    human = obj.get("human")
+    if human is not None and human not in HUMAN_LABELS:
+        raise UserInputError(f'{where}: human must be "a", "b" or "tie", got {human!r}')
+    if check_constraints and obj.get("constraints"):
+        try:
+            parse_constraints(obj["constraints"])
+        except ValueError as exc:
+            reason = str(exc).splitlines()[0]
+            raise UserInputError(f"{where}: constraints cannot be read ({reason})") from None
+    pair_id = obj.get("id")
+    if pair_id is None:
+        content = canonical_json([prompt, obj["response_a"], obj["response_b"]])
+        pair_id = hashlib.sha256(content.encode()).hexdigest()[:16]
+    return PairRow(where=where, id=str(pair_id), prompt=prompt, response_a=obj["response_a"],
+                   response_b=obj["response_b"], human=human,
+                   constraints=obj.get("constraints"), data=obj)
+
+
+def read_pairs(
+    path: str | Path, skip_bad: bool = False, check_constraints: bool = False
+) -> tuple[list[PairRow], list[str]]:
+    """Read a pairs JSONL file. Bad lines raise UserInputError, or are returned as messages
+    (and left out) with ``skip_bad``."""
+    path = Path(path)
+    rows: list[PairRow] = []
+    bad: list[str] = []
+    # Line by line rather than read_objects: with skip_bad a bad line is kept as a message
+    # and reading goes on (pair_row checks that the value is an object).
+    for _, where, raw in numbered_lines(path, read_text(path)):
+        try:
+            rows.append(pair_row(parse_json(raw, where), where, check_constraints))
+        except UserInputError as exc:
+            if not skip_bad:
+                raise
+            bad.append(exc.message)
+    if not rows and not bad:
+        raise UserInputError(f"{path}: empty file, expected one JSON pair per line")
+    return rows, bad
+
+
+def prompt_text(prompt: str | list[dict[str, Any]]) -> str:
+    """A prompt as plain text: the string itself, or the chat turns as "[role]" blocks."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in prompt)
