@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from datagen import store
 from datagen.errors import UserInputError
 from datagen.jsonl import note_unique, read_objects
-from datagen.llm import canonical_json
+from datagen.request_keys import canonical_json
 from datagen.responses import is_prompt
 
 ITEMS = "label_items"

@@ -37,7 +37,7 @@ from align.label_queue import (
     load_settings,
 )
 from datagen import store
-from datagen.llm import canonical_json
+from datagen.request_keys import canonical_json
 from judges.report import agreement
 
 VOTES = "label_votes"

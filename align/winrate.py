@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from align.intervals import wilson
 from datagen.batch import BatchLine, run_batch
 from datagen.errors import UserInputError
-from datagen.llm import CHAT_PATH, LLMClient, request_key
+from datagen.llm import CHAT_PATH, LLMClient
+from datagen.request_keys import request_key
 from datagen.responses import PromptItem, Response, as_messages, write_jsonl
 from judges.constraints import parse_constraints
 from judges.pairs import PairRow, pair_row

@@ -19,16 +19,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from datagen.completion import Completion
 from datagen.errors import UserInputError
 from datagen.jsonl import note_unique, read_objects, read_utf8, write_jsonl
-from datagen.llm import (
-    SUPPORTED_PATHS,
-    Completion,
-    LLMClient,
-    canonical_json,
-    normalise_path,
-    request_key,
-)
+from datagen.llm import SUPPORTED_PATHS, LLMClient
+from datagen.request_keys import canonical_json, normalise_path, request_key
 
 
 class BatchLine(BaseModel):

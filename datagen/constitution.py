@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from datagen.errors import UserInputError
 from datagen.jsonl import note_unique, read_objects, read_utf8
-from datagen.llm import canonical_json
+from datagen.request_keys import canonical_json
 
 PACKAGE_DIR = Path(__file__).parent
 DEFAULT_CONSTITUTION = PACKAGE_DIR / "constitutions" / "default.yaml"

@@ -46,8 +46,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from datagen import jsonl, store
+from datagen.completion import Completion
 from datagen.constitution import Constitution, Message, Principle, Prompt
-from datagen.llm import Completion, LLMClient, Stats, canonical_json
+from datagen.llm import LLMClient, Stats
+from datagen.request_keys import canonical_json
 
 TABLE = "cai_samples"
 SOURCE = "constitutional"

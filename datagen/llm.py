@@ -16,7 +16,6 @@ throughput").
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import random
 import time
@@ -24,33 +23,21 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from datagen import store
 from datagen._http import ConnectionPool
+from datagen.completion import Completion
+from datagen.limits import TokenBucket, estimate_tokens, price_for
+from datagen.request_keys import canonical_bytes, canonical_json, normalise_path, payload_key
 
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
 SUPPORTED_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
-
-# US dollars per million (input, output) tokens; the longest matching prefix wins.
-# Local models cost nothing. Override with ClientConfig.prices or `--prices FILE`.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5": (1.25, 10.00),
-    "o4-mini": (1.10, 4.40),
-    "gpt-3.5-turbo": (0.50, 1.50),
-}
 
 
 class ClientConfig(BaseModel):
@@ -73,158 +60,6 @@ class ClientConfig(BaseModel):
     prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
     backoff_base: float = Field(default=0.5, ge=0)
     backoff_max: float = Field(default=30.0, ge=0)
-
-
-class Completion(BaseModel):
-    """The outcome of one request: a response body, or the error that ended its attempts."""
-
-    key: str
-    status: Literal["ok", "failed", "skipped"]
-    status_code: int | None = None
-    body: dict[str, Any] | None = None
-    error: str | None = None
-    attempts: int = 0
-    from_ledger: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_ms: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def texts(self) -> list[str]:
-        """The text of every choice (chat message content or completion text)."""
-        out = []
-        for choice in (self.body or {}).get("choices", []):
-            if "message" in choice:
-                out.append((choice["message"] or {}).get("content") or "")
-            else:
-                out.append(choice.get("text") or "")
-        return out
-
-    @property
-    def text(self) -> str:
-        """The first choice's text ("" when there is none)."""
-        texts = self.texts
-        return texts[0] if texts else ""
-
-    @property
-    def finish_reason(self) -> str | None:
-        choices = (self.body or {}).get("choices") or [{}]
-        return choices[0].get("finish_reason")
-
-    def token_logprobs(self, choice: int = 0) -> list[dict[str, Any]]:
-        """Chat-format per-token logprob records ({token, logprob, top_logprobs}) of a choice."""
-        choices = (self.body or {}).get("choices") or []
-        if choice >= len(choices):
-            return []
-        logprobs = choices[choice].get("logprobs") or {}
-        if "content" in logprobs:
-            return logprobs.get("content") or []
-        # completions format: tokens, token_logprobs, top_logprobs (list of dicts)
-        tokens = logprobs.get("tokens") or []
-        lps = logprobs.get("token_logprobs") or []
-        tops = logprobs.get("top_logprobs") or [None] * len(tokens)
-        return [
-            {
-                "token": t,
-                "logprob": lp,
-                "top_logprobs": [{"token": k, "logprob": v} for k, v in (top or {}).items()],
-            }
-            for t, lp, top in zip(tokens, lps, tops, strict=False)
-        ]
-
-    def top_logprobs(self, position: int = 0, choice: int = 0) -> dict[str, float]:
-        """{token: logprob} of the alternatives at one generated position."""
-        records = self.token_logprobs(choice)
-        if position >= len(records):
-            return {}
-        return {t["token"]: t["logprob"] for t in records[position].get("top_logprobs") or []}
-
-
-def canonical_json(value: Any) -> str:
-    """Stable JSON text: sorted keys, no spaces, unicode kept."""
-    return canonical_bytes(value).decode()
-
-
-def canonical_bytes(value: Any) -> bytes:
-    """``canonical_json`` as UTF-8 bytes (orjson: about ten times faster than json)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # integers beyond 64 bits and other exotica
-        return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False).encode()
-
-
-def normalise_path(path: str) -> str:
-    """Map '/v1/chat/completions', 'chat/completions' or '/chat/completions' to the last."""
-    path = "/" + path.strip().lstrip("/")
-    if path.startswith("/v1/"):
-        path = path[3:]
-    return path
-
-
-def request_key(path: str, body: dict[str, Any], sample_index: int = 0) -> str:
-    """The ledger key: a hash of the endpoint path, the canonical body and the sample index."""
-    return _key_for(path, canonical_bytes(body), sample_index)
-
-
-def _key_for(path: str, canonical_body: bytes, sample_index: int) -> str:
-    head = f"{normalise_path(path)}\n{sample_index}\n".encode()
-    return hashlib.sha256(head + canonical_body).hexdigest()
-
-
-def resolve_url(base_url: str, path: str) -> str:
-    """Join an OpenAI-style base URL (ending in /v1) and a path, without doubling /v1."""
-    return base_url.rstrip("/") + normalise_path(path)
-
-
-def price_for(model: str | None, prices: dict[str, tuple[float, float]]) -> tuple[float, float]:
-    """(input, output) dollars per million tokens for a model: longest matching prefix."""
-    if not model:
-        return (0.0, 0.0)
-    table = {**DEFAULT_PRICES, **prices}
-    matches = [name for name in table if model == name or model.startswith(name + "-")]
-    if not matches:
-        return (0.0, 0.0)
-    return table[max(matches, key=len)]
-
-
-def estimate_tokens(body: dict[str, Any]) -> int:
-    """A cheap upper-side guess of a request's tokens for the tokens-per-minute bucket."""
-    prompt_chars = len(canonical_json(body.get("messages") or body.get("prompt") or ""))
-    out = body.get("max_completion_tokens") or body.get("max_tokens") or 256
-    return prompt_chars // 4 + int(out) * int(body.get("n") or 1)
-
-
-class TokenBucket:
-    """A refilling bucket that may go into debt, so one large request is never starved."""
-
-    def __init__(self, per_minute: float) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, per_minute / 6.0)
-        self.level = self.capacity
-        self.stamp = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    async def take(self, amount: float) -> None:
-        while True:
-            self._refill()
-            if self.level >= min(amount, self.capacity):
-                self.level -= amount
-                return
-            await asyncio.sleep(max(0.001, (min(amount, self.capacity) - self.level) / self.rate))
-
-    def give_back(self, amount: float) -> None:
-        self._refill()
-        self.level = min(self.capacity, self.level + amount)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -407,7 +242,7 @@ class LLMClient:
         """
         body = {k: v for k, v in body.items() if v is not None}
         payload = canonical_bytes(body)
-        key = _key_for(path, payload, sample_index)
+        key = payload_key(path, payload, sample_index)
         if self.db is not None:
             row = known if known is not None else (await self.lookup([key])).get(key)
             if row and row["status"] == "ok":

@@ -27,7 +27,8 @@ from datagen.batch import BatchLine, run_batch
 from datagen.errors import UserInputError
 from datagen.jsonl import note_unique, read_objects
 from datagen.jsonl import write_jsonl as write_jsonl  # callers import it from here
-from datagen.llm import CHAT_PATH, LLMClient, canonical_json, request_key
+from datagen.llm import CHAT_PATH, LLMClient
+from datagen.request_keys import canonical_json, request_key
 
 PairMode = Literal["random", "all"]
 

@@ -29,7 +29,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from datagen import store
-from datagen.llm import Completion, LLMClient
+from datagen.completion import Completion
+from datagen.llm import LLMClient
 from datagen.rouge import NoveltyIndex
 from datagen.self_instruct_parse import (
     DEFAULT_SEED_FILE,

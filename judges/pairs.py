@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from datagen.errors import UserInputError
 from datagen.jsonl import numbered_lines, parse_json, read_text
-from datagen.llm import canonical_json
+from datagen.request_keys import canonical_json
 from datagen.responses import is_prompt
 from judges.constraints import parse_constraints
 

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from datagen.llm import Completion, LLMClient
+from datagen.completion import Completion
+from datagen.llm import LLMClient
 from judges.pairs import PairRow, prompt_text
 from judges.panel import JudgeResult, error_result
 from judges.rubric import defuse, template_tags

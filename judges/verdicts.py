@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from datagen.batch import BatchLine, run_batch
-from datagen.llm import CHAT_PATH, Completion, LLMClient, request_key
+from datagen.completion import Completion
+from datagen.llm import CHAT_PATH, LLMClient
+from datagen.request_keys import request_key
 
 Preferred = Literal["a", "b", "tie", "error"]
 

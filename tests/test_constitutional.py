@@ -35,7 +35,8 @@ from datagen.constitutional import (
     sft_examples,
     split_prompt_ids,
 )
-from datagen.llm import CHAT_PATH, ClientConfig, LLMClient, canonical_json, request_key, run_async
+from datagen.llm import CHAT_PATH, ClientConfig, LLMClient, run_async
+from datagen.request_keys import canonical_json, request_key
 
 GOLDEN = Path(__file__).parent / "golden" / "constitutional"
 RLAIF = Path(sys.executable).parent / "rlaif"

@@ -9,14 +9,9 @@ import pytest
 from pydantic import SecretStr
 
 from datagen import store
-from datagen.llm import (
-    ClientConfig,
-    LLMClient,
-    price_for,
-    request_key,
-    resolve_url,
-    run_async,
-)
+from datagen.limits import price_for
+from datagen.llm import ClientConfig, LLMClient, run_async
+from datagen.request_keys import request_key, resolve_url
 
 MSG = [{"role": "user", "content": "hello"}]
 

@@ -22,7 +22,7 @@ from align.cli import main
 from align.heldout_eval import rate
 from align.pipeline_file import load_plan
 from datagen import store
-from datagen.llm import canonical_json
+from datagen.request_keys import canonical_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [{"id": f"q{i}", "prompt": f"Name {i} colours.", "constraints": [{"kind": "no_commas"}]}

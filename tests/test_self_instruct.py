@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from datagen import store
 from datagen.cli_self_instruct import dedup, export_self_instruct, generate_self_instruct
 from datagen.errors import UserInputError
-from datagen.llm import ClientConfig, LLMClient, canonical_json, run_async
+from datagen.llm import ClientConfig, LLMClient, run_async
+from datagen.request_keys import canonical_json
 from datagen.rouge import rouge_l
 from datagen.self_instruct import (
     INSTANCES,
