@@ -12,7 +12,6 @@ running behind.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import os
 import signal
@@ -28,6 +27,7 @@ from typing import Any
 
 from align.job_options import KINDS, batch_keys, build_argv, checked_batch_keys
 from datagen import store
+from datagen.subprocesses import die_with_parent
 
 JOBS = "jobs"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -100,24 +100,6 @@ class SerialDB:
 # --- running --------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec function asking Linux to SIGKILL the child when the service dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(137)
-
-    return preexec
-
-
 class JobRunner:
     """Runs queued jobs in K workers, one CLI process each."""
 
@@ -131,7 +113,7 @@ class JobRunner:
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self._keys: dict[str, list[str]] = {}
         self._tasks: list[asyncio.Task] = []
-        self._preexec = _die_with_parent()
+        self._preexec = die_with_parent()
 
     async def start(self) -> None:
         """Requeue unfinished jobs (oldest first) and start the workers."""

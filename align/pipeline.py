@@ -14,11 +14,9 @@ every stage is done ``rlaif report`` writes ``OUTPUT/report.html``.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -31,9 +29,9 @@ import click
 from align.pipeline_file import Plan
 from align.pipeline_stages import Stage, find_param, resolve_command
 from datagen import store
+from datagen.subprocesses import die_with_parent
 
 TABLE = "pipeline_stages"
-PR_SET_PDEATHSIG = 1
 
 
 Echo = Callable[[str], None]
@@ -174,25 +172,6 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to kill the child when this process dies (even by
-    SIGKILL), so a killed runner leaves no stage running; None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the runner died before the hook ran
-            os._exit(1)
-
-    return hook
 
 
 def run_report(plan: Plan, echo: Echo) -> Path | None:

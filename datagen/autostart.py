@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import aiohttp
 from datagen.embedded import cache_root, served_model_id
 from datagen.errors import UserInputError
 from datagen.llm import ClientConfig, LLMClient, run_async
+from datagen.subprocesses import die_with_parent
 
 READY_TIMEOUT_S = 600.0  # the first start converts the default model (about 15-30 s)
 PROBE_TIMEOUT_S = 5.0
@@ -126,7 +126,7 @@ def started_server(model: str) -> Iterator[tuple[str, str]]:
                "--no-record", "--exit-with-parent"]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=log, text=True, preexec_fn=die_with_parent)
+                                stderr=log, text=True, preexec_fn=die_with_parent())
         try:
             url = wait_for_url(proc, log)
             yield url, served_model_id(model)
@@ -148,16 +148,6 @@ def wait_for_url(proc: subprocess.Popen, log: IO[str]) -> str:
     tail = [line.strip() for line in log.read().splitlines() if line.strip()]
     why = tail[-1] if tail else f"no answer within {READY_TIMEOUT_S:.0f} s"
     raise UserInputError(f"the embedded model server did not start: {why}")
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: on Linux, have the kernel kill it when the parent dies,
-    even by SIGKILL; elsewhere the server's own parent watch (--exit-with-parent) does it."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def stop_process(proc: subprocess.Popen) -> None:
