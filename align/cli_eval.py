@@ -34,12 +34,11 @@ from align.winrate import (
     write_result,
 )
 from datagen import store
-from datagen.endpoint import client_config, client_options, dump_options, pop_client_options
+from datagen.endpoint import client_config, client_options, dump_options
 from datagen.errors import UserInputError
 from datagen.llm import LLMClient, run_async
 from datagen.responses import PromptItem, Response, read_prompts
-from judges.cli_label import load_rubrics, parse_judges, provenance, run_judges
-from judges.pairwise import PairwiseSettings
+from judges.cli_label import judge_setup, provenance, run_judges
 
 
 def winrate_judge_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,25 +63,6 @@ def winrate_judge_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="A pair is a tie when |p_a - 0.5| is at most this."),
     ]
     return client_options(functools.reduce(lambda f, opt: opt(f), reversed(options), fn))
-
-
-def judge_setup(kwargs: dict[str, Any], seed: int) -> tuple[list[str], dict, PairwiseSettings,
-                                                            dict]:
-    """(judges, rubrics, settings, judge endpoint options) from the command's options."""
-    options = pop_client_options(kwargs)
-    for ours, theirs in (("judge_base_url", "base_url"), ("judge_model", "model")):
-        value = kwargs.pop(ours)
-        if value and options.get(theirs) and value != options[theirs]:
-            raise UserInputError(f"--{ours.replace('_', '-')} and --{theirs.replace('_', '-')} "
-                                 "disagree; give one")
-        options[theirs] = value or options.get(theirs)
-    specs = parse_judges(kwargs.pop("judges"))
-    rubrics = load_rubrics(kwargs.pop("rubrics"))
-    cot = kwargs.pop("cot")
-    settings = PairwiseSettings(orders="both", soft=kwargs.pop("soft") or cot, cot=cot,
-                                seed=seed, tie_margin=kwargs.pop("tie_margin"),
-                                model=options.get("model"))
-    return specs, rubrics, settings, options
 
 
 def answer_both(sources: list[Source], prompts: list[PromptItem], sampling: Sampling,
@@ -139,7 +119,7 @@ def eval_winrate(policy: str, policy_model: str | None, reference: str,
     0; 1 when some requests failed (rerun to retry them; answered ones are not sent again);
     2 on bad input, before any request.
     """
-    specs, rubrics, settings, options = judge_setup(kwargs, seed)
+    specs, rubrics, settings, options, _ = judge_setup(kwargs, orders="both", seed=seed)
     sources = [parse_source("policy", policy, policy_model),
                parse_source("reference", reference, reference_model)]
     if output is not None and output.is_dir():

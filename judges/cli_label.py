@@ -138,8 +138,13 @@ def run_judges(rows: list[PairRow], specs: list[str], rubrics: dict[str, Any],
         return run_async(go())
 
 
-def judge_setup(kwargs: dict[str, Any]) -> tuple[list[str], dict, PairwiseSettings, dict, Path]:
-    """Split a judging command's options into (judges, rubrics, settings, endpoint options, db)."""
+def judge_setup(
+    kwargs: dict[str, Any], *, orders: str | None = None, seed: int | None = None
+) -> tuple[list[str], dict, PairwiseSettings, dict, Path | None]:
+    """Split a judging command's options into (judges, rubrics, settings, endpoint options, db).
+
+    A command without ``--orders``/``--seed``/``--db`` of its own passes ``orders`` and ``seed``
+    and gets None for the database."""
     options = pop_client_options(kwargs)
     for ours, theirs in (("judge_base_url", "base_url"), ("judge_model", "model")):
         value = kwargs.pop(ours)
@@ -150,10 +155,11 @@ def judge_setup(kwargs: dict[str, Any]) -> tuple[list[str], dict, PairwiseSettin
     specs = parse_judges(kwargs.pop("judges"))
     rubrics = load_rubrics(kwargs.pop("rubrics"))
     cot = kwargs.pop("cot")
-    settings = PairwiseSettings(orders=kwargs.pop("orders"), soft=kwargs.pop("soft") or cot,
-                                cot=cot, seed=kwargs.pop("seed"),
+    settings = PairwiseSettings(orders=orders or kwargs.pop("orders"),
+                                soft=kwargs.pop("soft") or cot, cot=cot,
+                                seed=kwargs.pop("seed") if seed is None else seed,
                                 tie_margin=kwargs.pop("tie_margin"), model=options.get("model"))
-    return specs, rubrics, settings, options, kwargs.pop("db")
+    return specs, rubrics, settings, options, kwargs.pop("db", None)
 
 
 def provenance(specs: list[str], rubrics: dict[str, Any], settings: PairwiseSettings) -> dict:
