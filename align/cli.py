@@ -12,48 +12,48 @@ import importlib.util
 import click
 
 COMMANDS = {
-    "batch": "datagen.cli:batch",
-    "serve": "datagen.cli_serve:serve",
-    "dedup": "datagen.cli_self_instruct:dedup",
-    "label": "judges.cli_label:label",
-    "judge-report": "judges.cli_label:judge_report",
-    "judge-audit": "judges.cli_label:judge_audit",
+    "batch": "datagen.batch.cli:batch",
+    "serve": "datagen.serve.cli:serve",
+    "dedup": "datagen.self_instruct.cli:dedup",
+    "label": "judges.cli:label",
+    "judge-report": "judges.cli:judge_report",
+    "judge-audit": "judges.cli:judge_audit",
     "judge-revisions": "judges.cli_revisions:judge_revisions",
-    "report": "align.cli_report:report",
-    "service": "align.service_cli:service",
-    "label-queue": "align.service_cli:label_queue",
-    "label-export": "align.service_cli:label_export",
-    "run": "align.pipeline_cli:run",
-    "demo": "align.pipeline_cli:demo",
+    "report": "align.report.cli:report",
+    "service": "align.service.cli:service",
+    "label-queue": "align.service.cli:label_queue",
+    "label-export": "align.service.cli:label_export",
+    "run": "align.pipeline.cli:run",
+    "demo": "align.pipeline.cli:demo",
 }
 
 GENERATE_COMMANDS = {
-    "self-instruct": "datagen.cli_self_instruct:generate_self_instruct",
-    "flan": "datagen.cli_flan:generate_flan",
-    "constitutional": "datagen.cli_constitutional:generate_constitutional",
-    "responses": "datagen.cli_responses:generate_responses",
-    "constrained": "judges.cli_constrained:generate_constrained",
+    "self-instruct": "datagen.self_instruct.cli:generate_self_instruct",
+    "flan": "datagen.flan.cli:generate_flan",
+    "constitutional": "datagen.constitutional.cli:generate_constitutional",
+    "responses": "datagen.responses.cli:generate_responses",
+    "constrained": "judges.constraints.cli:generate_constrained",
 }
 
 EXPORT_COMMANDS = {
-    "self-instruct": "datagen.cli_self_instruct:export_self_instruct",
-    "pairs": "datagen.cli_responses:export_pairs",
-    "sft": "align.cli_export:export_sft",
-    "preference": "align.cli_export:export_preference",
-    "prompts": "align.cli_export:export_prompts",
+    "self-instruct": "datagen.self_instruct.cli:export_self_instruct",
+    "pairs": "datagen.responses.cli:export_pairs",
+    "sft": "align.export.cli:export_sft",
+    "preference": "align.export.cli:export_preference",
+    "prompts": "align.export.cli:export_prompts",
 }
 
 TRAIN_COMMANDS = {
-    "sft": "align.cli_train:train_sft",
-    "rm": "align.cli_train:train_rm",
-    "dpo": "align.cli_train:train_dpo",
-    "ppo": "align.cli_ppo:train_ppo",
+    "sft": "align.train.cli:train_sft",
+    "rm": "align.train.cli:train_rm",
+    "dpo": "align.train.cli:train_dpo",
+    "ppo": "align.ppo.cli:train_ppo",
 }
 
 EVAL_COMMANDS = {
-    "rm": "align.cli_train:eval_rm",
-    "winrate": "align.cli_eval:eval_winrate",
-    "constraints": "align.pipeline_cli:eval_constraints",
+    "rm": "align.train.cli:eval_rm",
+    "winrate": "align.eval.cli:eval_winrate",
+    "constraints": "align.pipeline.cli:eval_constraints",
 }
 
 

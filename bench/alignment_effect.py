@@ -5,17 +5,19 @@ verifier are a usable training signal: a policy trained on them should satisfy t
 constraints of prompts it never saw more often than the policy it started from. This script
 measures that, end to end, with the project's own pieces:
 
-1. the bundled everyday prompts (``judges/data/constrained_prompts.jsonl``) are split by a hash
+1. the bundled everyday prompts (``judges/constraints/data/constrained_prompts.jsonl``) are split
+by a hash
    of their id into training and held-out prompts, and each gets 1-2 constraints
-   (``judges.constrained.add_constraints``, seeded);
+   (``judges.constraints.prompts.add_constraints``, seeded);
 2. the starting policy samples ``--samples`` answers per training prompt
-   (``align.heldout_eval.sample_policy``); every pair of answers to a prompt is labelled by the
-   verifier (``judges.verify.verify_pair``) and ties are dropped, giving prompt/chosen/rejected
-   rows;
-3. DPO (``align.train.build_config`` and TRL's ``DPOTrainer``, constant learning rate) runs for
+   (``align.eval.heldout.sample_policy``); every pair of answers to a prompt is labelled by the
+   verifier (``judges.constraints.verify.verify_pair``) and ties are dropped, giving
+   prompt/chosen/rejected rows;
+3. DPO (``align.train.trainers.build_config`` and TRL's ``DPOTrainer``, constant learning rate)
+runs for
    ``--minutes`` of wall time, cycling over the pairs, and the model is saved;
 4. the starting and the trained policy answer the same held-out prompts with the same
-   sampling settings and seeds (``align.heldout_eval.constraint_eval``): the share of answers
+   sampling settings and seeds (``align.eval.heldout.constraint_eval``): the share of answers
    satisfying every constraint, per constraint kind, with Wilson 95% intervals, and a paired
    bootstrap interval of the difference.
 
@@ -41,11 +43,11 @@ from transformers import AutoTokenizer, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from align.heldout_eval import constraint_eval, format_eval, sample_policy  # noqa: E402
-from align.train import build_config, resolve_model, save_model  # noqa: E402
+from align.eval.heldout import constraint_eval, format_eval, sample_policy  # noqa: E402
+from align.train.trainers import build_config, resolve_model, save_model  # noqa: E402
 from datagen.jsonl import write_jsonl  # noqa: E402
-from judges.constrained import add_constraints, load_base_prompts  # noqa: E402
-from judges.verify import verify_pair  # noqa: E402
+from judges.constraints.prompts import add_constraints, load_base_prompts  # noqa: E402
+from judges.constraints.verify import verify_pair  # noqa: E402
 
 
 class Deadline(TrainerCallback):

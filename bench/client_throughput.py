@@ -91,7 +91,7 @@ def messages(i: int) -> list[dict]:
 
 
 async def run_ours(base_url: str, total: int, concurrency: int) -> None:
-    from datagen.llm import ClientConfig, LLMClient
+    from datagen.endpoint.client import ClientConfig, LLMClient
 
     config = ClientConfig(base_url=base_url, model="bench", concurrency=concurrency)
     async with LLMClient(config) as client:
@@ -138,8 +138,8 @@ def one_client(which: str, base_url: str, total: int, concurrency: int) -> dict:
 def ledger_rerun(base_url: str, count: int) -> tuple[float, float]:
     """Fill a ledger with `count` answered requests, then time a rerun answered from it."""
     from datagen import store
-    from datagen.batch import read_batch_file, run_batch, write_output
-    from datagen.llm import ClientConfig, LLMClient, run_async
+    from datagen.batch.file import read_batch_file, run_batch, write_output
+    from datagen.endpoint.client import ClientConfig, LLMClient, run_async
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in.jsonl"

@@ -1,4 +1,5 @@
-"""Benchmark: the exact fast ROUGE-L novelty filter (datagen.rouge) against rouge_score.
+"""Benchmark: the exact fast ROUGE-L novelty filter (datagen.self_instruct.rouge) against
+rouge_score.
 
 Makes a deterministic stream of instruction-like sentences (175 seeds, then candidates of
 8-32 tokens, about 20% near-duplicates of earlier candidates and 4% exact or case-only
@@ -25,7 +26,7 @@ import time
 from rouge_score import rouge_scorer
 from rouge_score.rouge_scorer import _score_lcs
 
-from datagen.rouge import NoveltyIndex
+from datagen.self_instruct.rouge import NoveltyIndex
 
 
 def _words(text: str) -> list[str]:

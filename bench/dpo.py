@@ -5,7 +5,7 @@ forward on the same batch; with precomputed reference log-probs the reference pa
 once, at trainer construction, over the whole dataset, and steps only run the policy. This
 script builds the same toy preference set (prompts from ``tests/align_models.py``, chosen =
 a pleasant object, rejected = another one), builds the DPO config the way ``rlaif train dpo``
-does (``align.train.build_config``: CPU defaults), and reports trainer construction time
+does (``align.train.trainers.build_config``: CPU defaults), and reports trainer construction time
 (including the precompute) and the median seconds per step after the first.
 
     .venv/bin/python bench/dpo.py                          # tiny synthetic Llama, 8 steps
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from align_models import build_policy, build_tokenizer, toy_prompts  # noqa: E402
 
-from align.train import build_config, resolve_model  # noqa: E402
+from align.train.trainers import build_config, resolve_model  # noqa: E402
 
 GOOD = ["a good plan", "some nice music", "bright colours", "the new book"]
 BAD = ["the red apple", "a long story", "a small house", "42 tiny stones"]

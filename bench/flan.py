@@ -48,7 +48,7 @@ def child(data: str, out: str, extra: list[str]) -> None:
     """Run the command in this process and print one JSON line of measurements."""
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     began = time.perf_counter()
-    import datagen.cli_flan  # noqa: F401 - imports are timed apart from the conversion
+    import datagen.flan.cli  # noqa: F401 - imports are timed apart from the conversion
     from align.cli import main
 
     imports = time.perf_counter() - began

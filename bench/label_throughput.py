@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from judges.cli_label import load_rubrics, run_judges
+from judges.cli import load_rubrics, run_judges
 from judges.pairs import PairRow, pair_row
 from judges.pairwise import PairwiseSettings
 
@@ -118,7 +118,7 @@ def loopback(pairs: int, concurrency: int, latency: float) -> None:
 
 def embedded(n: int, concurrency: int) -> None:
     """Label n pairs with the embedded model (its start and one warm-up pair not timed)."""
-    from datagen.autostart import embedded_endpoint
+    from datagen.serve.autostart import embedded_endpoint
 
     with embedded_endpoint() as (url, model_id), tempfile.TemporaryDirectory() as tmp:
         options = {"base_url": url, "model": model_id, "concurrency": concurrency}

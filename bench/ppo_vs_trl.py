@@ -116,10 +116,10 @@ def build_toy(work: Path) -> dict[str, str]:
 
 
 def run_ours(spec: dict) -> dict[str, list[float]]:
-    """One run of align.ppo with the bench settings."""
+    """One run of align.ppo.loop with the bench settings."""
     import torch
 
-    from align.ppo import PPOConfig, train_ppo
+    from align.ppo.loop import PPOConfig, train_ppo
 
     torch.set_num_threads(spec["threads"])
     config = PPOConfig(

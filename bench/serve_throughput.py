@@ -110,7 +110,7 @@ def reference_generate(args: argparse.Namespace) -> tuple[float, int]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from datagen.embedded import resolve_model
+    from datagen.serve.default_model import resolve_model
 
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     model_dir = resolve_model(args.model)

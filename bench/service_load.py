@@ -30,7 +30,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from align.label_queue import LabelSettings, enqueue, queue_item  # noqa: E402
+from align.labeling.queue import LabelSettings, enqueue, queue_item  # noqa: E402
 from datagen import store  # noqa: E402
 
 

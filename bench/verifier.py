@@ -1,6 +1,6 @@
 """Verifier judge throughput: labelled pairs per second on one CPU core (goal: >= 10,000).
 
-Every bundled base prompt gets 1-3 constraints (seed 0, ``judges.constrained``); for each
+Every bundled base prompt gets 1-3 constraints (seed 0, ``judges.constraints.prompts``); for each
 pair we synthesize two responses of 50-200 words in the shapes chat models produce (plain
 paragraphs, bullet or numbered lists, "Section N" headers, a <<title>>, *highlights*,
 [placeholders], a P.S. line, a closing question, JSON in a code fence, lower or upper case,
@@ -27,9 +27,9 @@ import statistics
 import time
 from collections import Counter
 
-from judges.constrained import ConstrainedPrompt, add_constraints, load_base_prompts
-from judges.constraints import parse_constraints
-from judges.verify import verify_pair, verify_response
+from judges.constraints.kinds import parse_constraints
+from judges.constraints.prompts import ConstrainedPrompt, add_constraints, load_base_prompts
+from judges.constraints.verify import verify_pair, verify_response
 
 VOCABULARY = (
     "the a to and of in that it is for you with on as your this be can at or by from "

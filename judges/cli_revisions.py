@@ -4,7 +4,7 @@ answer, and store the verdict in ``cai_samples.judge_agrees`` (parse, call, prin
 This is the judge check of `rlaif generate constitutional` (issue 6). It is a command of its own,
 run after the generator, because the generator lives in ``datagen`` and the judges in ``judges``,
 which builds on ``datagen`` and never the reverse. The work is in ``judges.revisions`` and
-``judges.cli_label.run_judges``; the judge options are those of `rlaif label`.
+``judges.cli.run_judges``; the judge options are those of `rlaif label`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import click
 
 from datagen import store
-from datagen.constitutional import load_samples, record_judge_verdicts
+from datagen.constitutional.loop import load_samples, record_judge_verdicts
 from datagen.errors import UserInputError
-from judges.cli_label import judge_options, judge_setup, run_judges
+from judges.cli import judge_options, judge_setup, run_judges
 from judges.revisions import revision_pairs, revision_verdicts
 
 

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from datagen.endpoint.keys import canonical_json
 from datagen.errors import UserInputError
 from datagen.jsonl import numbered_lines, parse_json, read_text
-from datagen.request_keys import canonical_json
-from datagen.responses import is_prompt
-from judges.constraints import parse_constraints
+from datagen.responses.sample import is_prompt
+from judges.constraints.kinds import parse_constraints
 
 HUMAN_LABELS = ("a", "b", "tie")
 

@@ -19,8 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from datagen.completion import Completion
-from datagen.llm import LLMClient
+from datagen.endpoint.client import LLMClient
+from datagen.endpoint.completion import Completion
 from judges.pairs import PairRow, prompt_text
 from judges.panel import JudgeResult, error_result
 from judges.rubric import PairwiseRubric, render_pair

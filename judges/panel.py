@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from judges.constraints.verify import verify_pair
 from judges.pairs import PairRow
 from judges.verdicts import Preferred, preferred_from_p
-from judges.verify import verify_pair
 
 
 class JudgeResult(BaseModel):
@@ -86,8 +86,8 @@ async def label_pairs(
 
 
 def judge_verify(rows: list[PairRow], name: str = "verify") -> list[JudgeResult]:
-    """Label pairs by checking their constraints (``judges.verify``); no model call. A pair
-    without constraints is "error"."""
+    """Label pairs by checking their constraints (``judges.constraints.verify``); no model call. A
+    pair without constraints is "error"."""
     results = []
     for row in rows:
         if not row.constraints:

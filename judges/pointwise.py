@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from datagen.completion import Completion
-from datagen.llm import LLMClient
+from datagen.endpoint.client import LLMClient
+from datagen.endpoint.completion import Completion
 from judges.pairs import PairRow, prompt_text
 from judges.panel import JudgeResult, error_result
 from judges.rubric import defuse, template_tags

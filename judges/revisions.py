@@ -6,7 +6,7 @@ sample that would become a pair is shown to the judges of ``judges.pairwise`` as
 and the label is read back as ``judge_agrees``: true when the judges prefer the revision, false
 when they prefer the initial answer, null for a tie, a position-inconsistent pair or an error.
 This lives in ``judges`` and not in the generator because ``judges`` builds on ``datagen`` and
-never the reverse: ``datagen.constitutional`` only stores the verdicts
+never the reverse: ``datagen.constitutional.loop`` only stores the verdicts
 (``record_judge_verdicts``) and filters on them (``preference_pairs(drop_judge_disagrees=True)``).
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from datagen.constitutional import CaiSample
+from datagen.constitutional.loop import CaiSample
 from judges.pairs import PairRow
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import UserInputError
-from datagen.responses import as_messages
+from datagen.responses.sample import as_messages
 from judges.pairs import PairRow, prompt_text
 from judges.panel import JudgeResult
 from judges.verdicts import preferred_from_p, sigmoid

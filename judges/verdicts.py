@@ -15,10 +15,10 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from datagen.batch import BatchLine, run_batch
-from datagen.completion import Completion
-from datagen.llm import CHAT_PATH, LLMClient
-from datagen.request_keys import request_key
+from datagen.batch.file import BatchLine, run_batch
+from datagen.endpoint.client import CHAT_PATH, LLMClient
+from datagen.endpoint.completion import Completion
+from datagen.endpoint.keys import request_key
 
 Preferred = Literal["a", "b", "tie", "error"]
 

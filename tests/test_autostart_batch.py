@@ -35,7 +35,7 @@ def test_batch_without_base_url_uses_the_auto_started_embedded_model(tiny_model_
 
 
 def test_a_retrained_model_directory_gets_a_new_served_id(tmp_path):
-    from datagen.embedded import served_model_id
+    from datagen.serve.default_model import served_model_id
 
     model = tmp_path / "final"
     model.mkdir()

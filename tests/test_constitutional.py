@@ -19,13 +19,13 @@ from fake_openai import default_responder
 
 from align.cli import main
 from datagen import store
-from datagen.constitution import (
+from datagen.constitutional.constitution import (
     DEFAULT_CONSTITUTION,
     DEFAULT_PROMPTS,
     load_constitution,
     load_prompts,
 )
-from datagen.constitutional import (
+from datagen.constitutional.loop import (
     choose_principles,
     critique_and_revise,
     degenerate_reason,
@@ -35,8 +35,8 @@ from datagen.constitutional import (
     sft_examples,
     split_prompt_ids,
 )
-from datagen.llm import CHAT_PATH, ClientConfig, LLMClient, run_async
-from datagen.request_keys import canonical_json, request_key
+from datagen.endpoint.client import CHAT_PATH, ClientConfig, LLMClient, run_async
+from datagen.endpoint.keys import canonical_json, request_key
 
 GOLDEN = Path(__file__).parent / "golden" / "constitutional"
 RLAIF = Path(sys.executable).parent / "rlaif"

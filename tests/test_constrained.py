@@ -14,8 +14,9 @@ from click.testing import CliRunner
 
 from align.cli import main
 from datagen import store
-from judges.compat import all_compatible
-from judges.constrained import (
+from judges.constraints.compat import all_compatible
+from judges.constraints.kinds import KINDS, parse_constraints
+from judges.constraints.prompts import (
     MAX_CONSTRAINTS,
     ConstrainedPrompt,
     add_constraints,
@@ -25,7 +26,6 @@ from judges.constrained import (
     render_prompt,
     sample_constraints,
 )
-from judges.constraints import KINDS, parse_constraints
 
 GOLDEN = Path(__file__).parent / "golden" / "constraints"
 

@@ -9,9 +9,15 @@ import re
 import pydantic
 import pytest
 
-from judges.checkers import HIGHLIGHT_RE, SENTENCE_END_RE, Doc, count_phrase
-from judges.compat import CONFLICTS, EXCLUSIVE, all_compatible, compatible, kinds_compatible
-from judges.constraints import KINDS, check, parse_constraints
+from judges.constraints.checkers import HIGHLIGHT_RE, SENTENCE_END_RE, Doc, count_phrase
+from judges.constraints.compat import (
+    CONFLICTS,
+    EXCLUSIVE,
+    all_compatible,
+    compatible,
+    kinds_compatible,
+)
+from judges.constraints.kinds import KINDS, check, parse_constraints
 
 LIST_3 = "Some intro.\n\n- one\n- two\n- three\n"
 FENCED_JSON = '```json\n{"title": "Tea", "summary": "Hot."}\n```'

@@ -11,8 +11,8 @@ from align_models import build_policy, build_tokenizer
 from click.testing import CliRunner
 from datasets import DatasetDict, load_dataset, load_from_disk
 
-from align import datasets as ds
 from align.cli import main
+from align.export import datasets as ds
 from datagen import store
 from datagen.errors import UserInputError
 
@@ -174,7 +174,7 @@ def test_missing_provider_module_is_a_clear_user_error():
 
 
 def test_export_sft_and_prompts_from_flan_rows_in_the_project_db(tmp_path):
-    from datagen import flan
+    from datagen.flan import render as flan
 
     db_path = tmp_path / "project.db"
     chats = [[{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}]

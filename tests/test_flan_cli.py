@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from align.cli import main
 from datagen import store
-from datagen.flan import sft_examples
-from datagen.flan_templates import load_templates, placeholders
+from datagen.flan.render import sft_examples
+from datagen.flan.template_files import load_templates, placeholders
 
 DATA = Path(__file__).parent / "data" / "flan"
 NLI = str(DATA / "nli.jsonl")
@@ -125,7 +125,7 @@ def test_field_map_with_nested_columns(tmp_path):
 
 def test_templates_file_option(tmp_path):
     out = tmp_path / "o.jsonl"
-    path = Path(__file__).parents[1] / "datagen" / "templates" / "flan" / "nli.yaml"
+    path = Path(__file__).parents[1] / "datagen" / "flan" / "templates" / "nli.yaml"
     assert flan("--input", NLI, "--templates", str(path), "-o", str(out)).exit_code == 0
     assert flan("--input", NLI, "--task", "nli", "-o", str(tmp_path / "b.jsonl")).exit_code == 0
     assert out.read_text() == (tmp_path / "b.jsonl").read_text()

@@ -7,9 +7,9 @@ import json
 import random
 from collections import Counter
 
-from datagen.flan import TaskInput, convert
-from datagen.flan_mix import interleave, mixture_rates
-from datagen.flan_templates import TaskTemplates
+from datagen.flan.mix import interleave, mixture_rates
+from datagen.flan.render import TaskInput, convert
+from datagen.flan.template_files import TaskTemplates
 
 
 def test_rates_are_proportional_to_capped_sizes():

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from datagen.errors import UserInputError
-from datagen.flan import (
+from datagen.flan.mix import template_order, with_exemplars
+from datagen.flan.render import (
     OptionStyle,
     TaskInput,
     compose_shots,
@@ -20,8 +21,7 @@ from datagen.flan import (
     render_options,
     strip_options,
 )
-from datagen.flan_mix import template_order, with_exemplars
-from datagen.flan_templates import FewShotFormat, TaskTemplates, load_option_styles
+from datagen.flan.template_files import FewShotFormat, TaskTemplates, load_option_styles
 
 DATA = Path(__file__).parent / "data" / "flan"
 
@@ -214,7 +214,7 @@ def test_compose_shots_layout():
 
 def test_cot_target_uses_the_rationale_and_the_answer():
     data = DATA / "closed_qa.jsonl"
-    from datagen.flan_templates import load_templates, task_path
+    from datagen.flan.template_files import load_templates, task_path
 
     task = load_templates(task_path("closed_qa"))
     plain = list(convert([TaskInput(data, task, {})]))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from datagen.errors import UserInputError
-from datagen.flan import (
+from datagen.flan.render import (
     OptionStyle,
     TaskInput,
     convert,
@@ -20,7 +20,7 @@ from datagen.flan import (
     paraphrase_messages,
     render_options,
 )
-from datagen.flan_templates import builtin_tasks, load_option_styles, load_templates, task_path
+from datagen.flan.template_files import builtin_tasks, load_option_styles, load_templates, task_path
 
 HERE = Path(__file__).parent
 DATA = HERE / "data" / "flan"

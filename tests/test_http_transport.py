@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from datagen._http import ConnectionPool, HTTPProtocolError
+from datagen.endpoint._http import ConnectionPool, HTTPProtocolError
 
 BODY = b'{"choices": []}'
 

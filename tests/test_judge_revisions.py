@@ -11,14 +11,14 @@ from click.testing import CliRunner
 
 from align.cli import main
 from datagen import store
-from datagen.constitution import Prompt, load_constitution
-from datagen.constitutional import (
+from datagen.constitutional.constitution import Prompt, load_constitution
+from datagen.constitutional.loop import (
     critique_and_revise,
     load_samples,
     preference_pairs,
     save_samples,
 )
-from datagen.llm import ClientConfig, LLMClient, run_async
+from datagen.endpoint.client import ClientConfig, LLMClient, run_async
 from judges.cli_revisions import judge_revisions
 
 CONSTITUTION = """\

@@ -9,9 +9,9 @@ import pytest
 from pydantic import SecretStr
 
 from datagen import store
-from datagen.limits import price_for
-from datagen.llm import ClientConfig, LLMClient, run_async
-from datagen.request_keys import request_key, resolve_url
+from datagen.endpoint.client import ClientConfig, LLMClient, run_async
+from datagen.endpoint.keys import request_key, resolve_url
+from datagen.endpoint.limits import price_for
 
 MSG = [{"role": "user", "content": "hello"}]
 

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from align.cli import main
-from align.heldout_eval import rate
-from align.pipeline_file import load_plan
+from align.eval.heldout import rate
+from align.pipeline.file import load_plan
 from datagen import store
-from datagen.request_keys import canonical_json
+from datagen.endpoint.keys import canonical_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [{"id": f"q{i}", "prompt": f"Name {i} colours.", "constraints": [{"kind": "no_commas"}]}

@@ -18,8 +18,9 @@ import yaml
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM
 
-from align import ppo, ppo_rollout
-from align.ppo_math import (
+from align.ppo import loop as ppo
+from align.ppo import rollout as ppo_rollout
+from align.ppo.losses import (
     clipped_policy_loss,
     clipped_value_loss,
     compute_gae,
@@ -406,7 +407,7 @@ def test_cli_rejects_bad_inputs_by_file_and_key(toy, tmp_path):
 def test_cli_reads_a_saved_dataset_directory(tmp_path):
     import datasets
 
-    from align.cli_ppo import load_prompts
+    from align.ppo.cli import load_prompts
 
     messages = [{"role": "user", "content": "Describe a cat."}]
     datasets.Dataset.from_dict({"prompt": [messages, messages]}).save_to_disk(tmp_path / "ds")
@@ -422,7 +423,8 @@ RANK_SCRIPT = """
 import json, os, sys
 import torch
 torch.set_num_threads(1)
-from align import ppo, ppo_rollout
+from align.ppo import loop as ppo
+from align.ppo import rollout as ppo_rollout
 from datagen.errors import UserInputError
 sys.path.insert(0, {tests!r})
 from align_models import toy_prompts

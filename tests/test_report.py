@@ -17,18 +17,26 @@ from browser import Chromium
 from click.testing import CliRunner
 from PIL import Image
 
-from align.cli_report import report
-from align.datasets import export_preference, export_sft
-from align.intervals import wilson
-from align.report_data import eval_results, verb_noun
-from align.report_html import Section, render_page
-from datagen import constitutional, flan, store
-from datagen.constitutional import CaiSample, CaiSummary
-from datagen.flan import ExampleSource, FlanExample, Message
-from datagen.responses import Pair, Response, save_responses
-from datagen.self_instruct import INSTANCES, INSTRUCTIONS, TASKS, SelfInstructConfig, summarise
-from judges.cli_constrained import TABLE as CONSTRAINED_TABLE
-from judges.constrained import add_constraints, load_base_prompts
+from align.eval.intervals import wilson
+from align.export.datasets import export_preference, export_sft
+from align.report.cli import report
+from align.report.data import eval_results, verb_noun
+from align.report.html import Section, render_page
+from datagen import store
+from datagen.constitutional import loop as constitutional
+from datagen.constitutional.loop import CaiSample, CaiSummary
+from datagen.flan import render as flan
+from datagen.flan.render import ExampleSource, FlanExample, Message
+from datagen.responses.sample import Pair, Response, save_responses
+from datagen.self_instruct.generate import (
+    INSTANCES,
+    INSTRUCTIONS,
+    TASKS,
+    SelfInstructConfig,
+    summarise,
+)
+from judges.constraints.cli import TABLE as CONSTRAINED_TABLE
+from judges.constraints.prompts import add_constraints, load_base_prompts
 
 GOLDEN = Path(__file__).parent / "golden" / "report"
 INJECTED = ('<script>window.__pwned = 1; console.error("pwned")</script>'

@@ -1,4 +1,4 @@
-"""The exact fast ROUGE-L filter (datagen.rouge) against rouge_score, bit for bit."""
+"""The exact fast ROUGE-L filter (datagen.self_instruct.rouge) against rouge_score, bit for bit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from datagen.rouge import NoveltyIndex, _score_pairs, lcs_length, rouge_l, score_pairs, tokenize
+from datagen.self_instruct.rouge import (
+    NoveltyIndex,
+    _score_pairs,
+    lcs_length,
+    rouge_l,
+    score_pairs,
+    tokenize,
+)
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 WORDS = (

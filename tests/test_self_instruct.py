@@ -19,12 +19,11 @@ import pytest
 from click.testing import CliRunner
 
 from datagen import store
-from datagen.cli_self_instruct import dedup, export_self_instruct, generate_self_instruct
+from datagen.endpoint.client import ClientConfig, LLMClient, run_async
+from datagen.endpoint.keys import canonical_json
 from datagen.errors import UserInputError
-from datagen.llm import ClientConfig, LLMClient, run_async
-from datagen.request_keys import canonical_json
-from datagen.rouge import rouge_l
-from datagen.self_instruct import (
+from datagen.self_instruct.cli import dedup, export_self_instruct, generate_self_instruct
+from datagen.self_instruct.generate import (
     INSTANCES,
     INSTRUCTIONS,
     TASKS,
@@ -33,7 +32,7 @@ from datagen.self_instruct import (
     run_self_instruct,
     sft_examples,
 )
-from datagen.self_instruct_parse import (
+from datagen.self_instruct.parse import (
     Instance,
     SeedTask,
     filter_instances,
@@ -47,6 +46,7 @@ from datagen.self_instruct_parse import (
     render_instance_prompt,
     sample_context,
 )
+from datagen.self_instruct.rouge import rouge_l
 
 GOLDEN = Path(__file__).parent / "golden" / "self_instruct"
 RLAIF = Path(sys.executable).parent / "rlaif"

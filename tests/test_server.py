@@ -26,10 +26,10 @@ import pytest
 from click.testing import CliRunner
 from tiny_models import tiny_model_dir  # noqa: F401 (a fixture)
 
-from datagen.autostart import embedded_endpoint, write_record
-from datagen.cli_serve import serve
-from datagen.embedded import resolve_model, served_model_id
 from datagen.errors import UserInputError
+from datagen.serve.autostart import embedded_endpoint, write_record
+from datagen.serve.cli import serve
+from datagen.serve.default_model import resolve_model, served_model_id
 
 API_KEY = "test-key"
 MAX_BATCH = 8
@@ -128,7 +128,7 @@ def test_logprobs_are_raw_model_probabilities(client, tiny_model_dir):  # noqa: 
     """Sampled at temperature 1.8, the reported log-probs equal echo scores of the same ids."""
     from transformers import AutoTokenizer
 
-    from datagen.server import byte_level_alphabet
+    from datagen.serve.app import byte_level_alphabet
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     to_char = {b: ch for ch, b in byte_level_alphabet().items()}

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from align.agreement import fleiss_kappa, majority, mean_pairwise_cohen
 from align.cli import main
-from align.label_queue import LabelSettings, Vote, enqueue, read_items
-from align.labeling import LabelBoard
+from align.labeling.agreement import fleiss_kappa, majority, mean_pairwise_cohen
+from align.labeling.queue import LabelSettings, Vote, enqueue, read_items
+from align.labeling.votes import LabelBoard
 from datagen import store
 
 

@@ -17,7 +17,7 @@ import pytest
 from browser import Chromium
 from test_service import running_service
 
-from align.label_queue import LabelSettings, enqueue, queue_item
+from align.labeling.queue import LabelSettings, enqueue, queue_item
 from datagen import store
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ from align_models import OBJECTS, build_policy, build_tokenizer, toy_prompts
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from align import datasets as ds
 from align.cli import main
-from align.train import build_config
+from align.export import datasets as ds
+from align.train.trainers import build_config
 from datagen.errors import UserInputError
 
 GOOD = ["a good plan", "some nice music", "bright colours", "the new book"]

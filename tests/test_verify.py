@@ -9,9 +9,14 @@ import random
 
 import pytest
 
-from judges.constrained import add_constraints, load_base_prompts
-from judges.constraints import parse_constraints
-from judges.verify import DEFAULT_TEMPERATURE, VerifyResult, verify_pair, verify_response
+from judges.constraints.kinds import parse_constraints
+from judges.constraints.prompts import add_constraints, load_base_prompts
+from judges.constraints.verify import (
+    DEFAULT_TEMPERATURE,
+    VerifyResult,
+    verify_pair,
+    verify_response,
+)
 
 THREE = [
     {"kind": "no_commas"},

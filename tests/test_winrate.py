@@ -12,8 +12,8 @@ from fake_openai import FakeOpenAI
 from tiny_models import tiny_model_dir  # noqa: F401  (a session fixture)
 
 from align.cli import main
-from align.intervals import wilson
-from align.report_data import eval_results
+from align.eval.intervals import wilson
+from align.report.data import eval_results
 
 PROMPTS = [{"id": "p1", "prompt": "Why is the sky blue?"},
            {"id": "p2", "prompt": [{"role": "user", "content": "Name a fruit."}]},

@@ -26,7 +26,7 @@ CONTEXT = 2048
 
 def save_smollm2_tokenizer(out_dir: Path) -> Path:
     """Save the bundled SmolLM2 tokenizer (eos <|im_end|>, pad <|endoftext|>) to a directory."""
-    from datagen.embedded import gguf_path, load_gguf_tokenizer
+    from datagen.serve.default_model import gguf_path, load_gguf_tokenizer
 
     out_dir.mkdir(parents=True, exist_ok=True)
     load_gguf_tokenizer(gguf_path()).save_pretrained(out_dir)

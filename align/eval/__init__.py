@@ -1,0 +1,1 @@
+"""`rlaif eval`: reward-model accuracy, win rates and held-out constraint satisfaction."""

@@ -1,0 +1,164 @@
+"""`rlaif eval winrate`: parse options, answer the prompts with both models, judge, print.
+
+The judging options are those of `rlaif label` (``--judge``, ``--judge-base-url``,
+``--judge-model``, ``--rubric``, ``--soft``, ``--cot``, ``--tie-margin`` and the endpoint
+limits, which also apply to URL models); pairs are always judged in both orders. The work is
+in ``align.eval.winrate``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from align.eval.winrate import (
+    Endpoint,
+    Sampling,
+    Source,
+    build_pairs,
+    check_constraints,
+    format_table,
+    merge_labels,
+    parse_source,
+    reference_sample_index,
+    sample_answers,
+    satisfaction_report,
+    served,
+    summarise,
+    write_result,
+)
+from datagen import store
+from datagen.connect import client_config, client_options, dump_options
+from datagen.endpoint.client import LLMClient, run_async
+from datagen.errors import UserInputError
+from datagen.responses.sample import PromptItem, Response, read_prompts
+from judges.cli import judge_setup, provenance, run_judges
+
+
+def winrate_judge_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`rlaif label`'s judge options, less --orders (always both), --seed and --db (ours)."""
+    options = [
+        click.option("--judge", "judges", multiple=True, default=("pairwise",), show_default=True,
+                     help="pairwise, score, verify (the prompts' constraints) or rm:PATH; "
+                          "repeat for a panel (as in `rlaif label`)."),
+        click.option("--judge-base-url", default=None,
+                     help="Judge endpoint (same as --base-url). Default: $OPENAI_BASE_URL, else "
+                          "the embedded model."),
+        click.option("--judge-model", default=None, help="Judge model (same as --model)."),
+        click.option("--rubric", "rubrics", multiple=True, type=click.Path(dir_okay=False),
+                     help="Judge config YAML replacing the shipped one of its kind."),
+        click.option("--soft", is_flag=True,
+                     help="Read p_a from the verdict tokens' logprobs."),
+        click.option("--cot", is_flag=True,
+                     help="Ask for a rationale first, then the one-token verdict "
+                          "(implies --soft)."),
+        click.option("--tie-margin", default=0.05, show_default=True,
+                     type=click.FloatRange(0, 0.5),
+                     help="A pair is a tie when |p_a - 0.5| is at most this."),
+    ]
+    return client_options(functools.reduce(lambda f, opt: opt(f), reversed(options), fn))
+
+
+def answer_both(sources: list[Source], prompts: list[PromptItem], sampling: Sampling,
+                options: dict[str, Any], db: Any) -> tuple[dict[str, list[Response]],
+                                                            list[Endpoint]]:
+    """Each side's answers (servers started for local models and stopped after)."""
+    answers: dict[str, list[Response]] = {}
+    with served(sources) as endpoints:
+        indices = (0, reference_sample_index(*sources, endpoints))
+        for source, endpoint, index in zip(sources, endpoints, indices, strict=True):
+            config = client_config(options, endpoint.base_url, model=endpoint.model)
+
+            async def go(config=config, endpoint=endpoint, index=index):
+                async with LLMClient(config, db) as client:
+                    return await sample_answers(client, prompts, endpoint.model, sampling, index)
+
+            answers[source.role] = run_async(go())
+    return answers, endpoints
+
+
+@click.command("winrate")
+@click.option("--policy", required=True,
+              help="The policy: a local model directory, 'default' (the embedded model) or an "
+                   "OpenAI-compatible base URL (with --policy-model).")
+@click.option("--policy-model", default=None, help="Model name at a URL --policy.")
+@click.option("--reference", required=True,
+              help="The reference, as --policy (e.g. the model the policy was trained from).")
+@click.option("--reference-model", default=None, help="Model name at a URL --reference.")
+@click.option("--prompts", "prompts_path", required=True, type=click.Path(path_type=Path),
+              help="JSONL: prompt (text or chat messages), optional id and constraints (from "
+                   "`rlaif generate constrained`).")
+@click.option("--n-prompts", default=None, type=click.IntRange(1),
+              help="Use only the first N prompts.")
+@click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(1),
+              help="Tokens per answer.")
+@click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0, 2),
+              help="Sampling temperature of both models.")
+@click.option("--seed", default=0, show_default=True,
+              help="Sampling seed sent with every request; also seeds the bootstrap.")
+@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
+              help="Project database (request ledger, run record).")
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path),
+              help="Write the result JSON here and the labelled pairs to RESULT.pairs.jsonl "
+                   "(readable by `rlaif judge-report`).")
+@winrate_judge_options
+def eval_winrate(policy: str, policy_model: str | None, reference: str,
+                 reference_model: str | None, prompts_path: Path, n_prompts: int | None,
+                 max_tokens: int, temperature: float, seed: int, db: Path,
+                 output: Path | None, **kwargs: Any) -> None:
+    """Win rate of a policy against a reference, judged on each prompt's two answers.
+
+    Both models answer every prompt once with the same settings and seed; each pair is judged
+    in both orders. A tie counts half a win and errors are left out of the rate. Exit status:
+    0; 1 when some requests failed (rerun to retry them; answered ones are not sent again);
+    2 on bad input, before any request.
+    """
+    specs, rubrics, settings, options, _ = judge_setup(kwargs, orders="both", seed=seed)
+    sources = [parse_source("policy", policy, policy_model),
+               parse_source("reference", reference, reference_model)]
+    if output is not None and output.is_dir():
+        raise UserInputError(f"{output}: is a directory")
+    prompts = read_prompts(prompts_path)[:n_prompts]
+    if "verify" in specs:
+        check_constraints(prompts, prompts_path)
+    sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed)
+    database = store.open_db(db)
+    args = {"policy": policy, "policy_model": policy_model, "reference": reference,
+            "reference_model": reference_model, "prompts": str(prompts_path),
+            "n_prompts": len(prompts), "judges": specs, **sampling.model_dump()}
+    run_id = "winrate-" + hashlib.sha256(dump_options(args).encode()).hexdigest()[:12]
+    store.start_run(database, run_id, "winrate", args, seed)
+
+    answers, endpoints = answer_both(sources, prompts, sampling, options, database)
+    rows, failed_rows = build_pairs(prompts, answers["policy"], answers["reference"])
+    judged, judge_failed, _ = (run_judges(rows, specs, rubrics, settings, options, db)
+                               if rows else ([], 0, None))
+    meta = provenance(specs, rubrics, settings)
+    labels = [row | {"judge": meta}
+              for row in merge_labels(len(prompts), judged, failed_rows)]
+
+    result = summarise(labels, seed) | {
+        "policy": {"source": policy, "model": endpoints[0].model},
+        "reference": {"source": reference, "model": endpoints[1].model},
+        "judge": meta, "prompts": str(prompts_path), "sampling": sampling.model_dump(),
+        "satisfaction_rate": None, "satisfaction_ci": None}
+    if "verify" in specs:
+        result |= satisfaction_report(prompts, answers)
+    failed = len(failed_rows) + judge_failed
+    store.finish_run(database, run_id, "failed" if failed else "done",
+                     {k: result[k] for k in ("win_rate", "n", "wins", "losses", "ties",
+                                             "errors")})
+    click.echo(format_table(result))
+    if output is not None:
+        pairs = write_result(output, result, labels)
+        click.echo(f"eval winrate: {output}, labelled pairs {pairs}", err=True)
+    if failed:
+        click.echo(f"eval winrate: {failed} pairs had a failed request; rerun to retry them",
+                   err=True)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""`rlaif export`: stored rows and labelled pairs as TRL-format training datasets."""

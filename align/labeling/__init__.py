@@ -1,0 +1,1 @@
+"""Human preference labelling: the queue, votes, gold checks, consensus and agreement."""

@@ -1,0 +1,1 @@
+"""`rlaif run` and `rlaif demo`: pipeline files of `rlaif` commands, run stage by stage."""

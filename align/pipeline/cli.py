@@ -1,0 +1,174 @@
+"""`rlaif run PIPELINE.yaml`, `rlaif demo` and `rlaif eval constraints`: parse, call, print.
+
+The work is elsewhere: ``align.pipeline.file`` reads and checks a pipeline file,
+``align.pipeline.run`` runs its stages and ``align.eval.heldout`` measures constraint satisfaction.
+``run`` checks a pipeline file and runs its stages, ``demo`` runs the built-in
+``align/pipeline/recipes/demo.yaml`` (the whole journey from generated data to a trained policy on
+the embedded model), and ``eval constraints`` measures how often policies satisfy the constraints
+of held-out prompts, which is how the demo ends.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from align.eval.heldout import constraint_eval, format_eval
+from align.pipeline.file import Plan, load_plan
+from align.pipeline.run import describe_plan, last_output, run_plan
+from datagen.errors import UserInputError
+from datagen.jsonl import atomic_write
+
+DEMO_FILE = "demo.yaml"
+
+
+def parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs; the value is read as YAML (``8`` is a number, ``null`` is null)."""
+    values: dict[str, Any] = {}
+    for item in sets:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise UserInputError(f"--set {item}: expected NAME=VALUE")
+        try:
+            values[name.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            values[name.strip()] = raw
+    return values
+
+
+def print_outputs(plan: Plan) -> None:
+    """Say where everything went (stdout)."""
+    def rel(path: Path) -> str:
+        return str(path.relative_to(plan.output)) if plan.output in path.parents else str(path)
+
+    click.echo(f"output:   {plan.output}")
+    click.echo(f"database: {plan.db} (stage status: table pipeline_stages)")
+    click.echo(f"logs:     {plan.output / 'logs'}")
+    for stage in plan.stages:
+        written = [rel(p) for p in stage.outputs if p != plan.db]
+        if written:
+            click.echo(f"  {stage.index + 1:>2} {stage.name}: {', '.join(written)}")
+    report = plan.output / "report.html"
+    if report.is_file():
+        click.echo(f"report:   {report}")
+
+
+def execute(plan: Plan, from_stage: str | None, dry_run: bool) -> int:
+    start = plan.find(from_stage) if from_stage else None
+    if dry_run:
+        for line in describe_plan(plan, start if start is not None else len(plan.stages)):
+            click.echo(line)
+        return 0
+    code = run_plan(plan, start)
+    print_outputs(plan)
+    return code
+
+
+@click.command("run")
+@click.argument("pipeline_file", metavar="PIPELINE.yaml",
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--from", "from_stage", metavar="STAGE",
+              help="Rerun from this stage on (its number, name: or command); finished stages "
+                   "before it are skipped.")
+@click.option("--dry-run", is_flag=True, help="Check the file, print the stages, run nothing.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder instead of the file's output: (default ./<file stem>).")
+@click.option("--profile", default=None, help="Apply the vars of this profile of the file.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+              help="Set a variable of the file (repeatable).")
+def run(pipeline_file: Path, from_stage: str | None, dry_run: bool, output: Path | None,
+        profile: str | None, sets: tuple[str, ...]) -> None:
+    """Run the stages of a pipeline file in order, each as its own `rlaif` command.
+
+    Every stage is checked before anything runs (exit status 2 with FILE:LINE: key: what is
+    wrong). Finished stages are recorded in the project database and skipped when the
+    pipeline is run again, so a killed run resumes where it stopped. Exit status: 0 when
+    every stage finished, else the failing stage's.
+    """
+    plan = load_plan(pipeline_file, output=output, profile=profile, overrides=parse_sets(sets))
+    sys.exit(execute(plan, from_stage, dry_run))
+
+
+def demo_path() -> Path:
+    """The built-in demo pipeline file."""
+    return Path(str(resources.files("align.pipeline") / "recipes" / DEMO_FILE))
+
+
+@click.command("demo")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("rlaif-demo"), show_default=True, help="Folder for everything.")
+@click.option("--quick", is_flag=True,
+              help="Tiny sizes and step counts (checks that everything runs; the numbers mean "
+                   "nothing).")
+@click.option("--base-url", default=None,
+              help="Generate and judge with this endpoint instead of the embedded model.")
+@click.option("--from", "from_stage", metavar="STAGE", help="Rerun from this stage on.")
+@click.option("--dry-run", is_flag=True, help="Print the stages, run nothing.")
+def demo(output: Path, quick: bool, base_url: str | None, from_stage: str | None,
+         dry_run: bool) -> None:
+    """The whole journey on the embedded SmolLM2-135M model, on CPU, in about 15 minutes.
+
+    Self-instruct, FLAN and constitutional data; constrained prompts, response pairs and exact
+    verifier labels that train a reward model, DPO and a short PPO; the LLM judge's agreement
+    with the verifier; and the held-out constraint satisfaction of the trained policies against
+    the starting one. Rerun to resume; everything goes under --output.
+    """
+    overrides = {"base_url": base_url} if base_url else {}
+    plan = load_plan(demo_path(), output=output, profile="quick" if quick else None,
+                     overrides=overrides)
+    code = execute(plan, from_stage, dry_run)
+    if not dry_run:
+        for stage in plan.stages:
+            if stage.words == ("judge-report",) and last_output(plan, stage).strip():
+                click.echo(f"\nLLM judge vs the verifier (stage {stage.index + 1}):")
+                click.echo(last_output(plan, stage).rstrip())
+            if stage.words == ("eval", "constraints"):
+                for path in stage.outputs:
+                    if path.is_file():
+                        click.echo("")
+                        for line in format_eval(json.loads(path.read_text())):
+                            click.echo(line)
+    sys.exit(code)
+
+
+@click.command("constraints")
+@click.option("--prompts", required=True, type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path),
+              help="Held-out constrained prompts JSONL (from `rlaif generate constrained -o`).")
+@click.option("--model", "models", multiple=True, required=True,
+              help="A policy: 'default' (the embedded model) or a model directory. Repeat; "
+                   "the first is the baseline.")
+@click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0),
+              help="Sampling temperature (0: greedy), the same for every policy.")
+@click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1),
+              help="New tokens per answer.")
+@click.option("--samples", default=1, show_default=True, type=click.IntRange(1),
+              help="Answers per prompt.")
+@click.option("--seed", default=0, show_default=True, help="Sampling and bootstrap seed.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the report (with per-answer results) as JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
+                     max_tokens: int, samples: int, seed: int, batch_size: int,
+                     output: Path | None, as_json: bool) -> None:
+    """Held-out constraint satisfaction of policies (all constraints met, per constraint kind)
+    with Wilson 95% intervals, and each policy's difference from the first."""
+    report = constraint_eval(list(models), prompts, temperature=temperature,
+                             max_new_tokens=max_tokens, samples=samples, seed=seed,
+                             batch_size=batch_size)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output) as fh:
+            json.dump(report, fh, indent=1)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        for line in format_eval(report):
+            click.echo(line)

@@ -1,0 +1,1 @@
+"""The project's own PPO for language models (`rlaif train ppo`)."""

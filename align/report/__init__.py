@@ -1,0 +1,1 @@
+"""`rlaif report`: the self-contained HTML project report and dataset cards."""

@@ -1,0 +1,1 @@
+"""`rlaif service`: the job API and the human labelling page over HTTP."""

@@ -1,0 +1,335 @@
+"""Jobs for `rlaif service`: the ``jobs`` table, and workers that run each job as a CLI process.
+
+A job's argv is built and checked against the CLI by ``align.commands``. A job runs as
+``python -m align.cli COMMAND ARGV --db DB`` on the service's database, so it shares the request
+ledger with every CLI run: what one of them paid for, the other reads back. Jobs are rows of the
+``jobs`` table; a service killed at any moment and started again puts unfinished jobs back in
+its queue, and their second run answers from the ledger whatever the first one finished. A job
+process dies with the service (``PR_SET_PDEATHSIG`` on Linux), so a killed service leaves no job
+running behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from align.commands import KINDS, batch_keys, build_argv, checked_batch_keys
+from datagen import store
+from datagen.processes import die_with_parent
+
+JOBS = "jobs"
+TERMINAL = ("succeeded", "failed", "cancelled")
+KILL_GRACE_S = 5.0
+
+
+# --- the jobs table ----------------------------------------------------------------------------
+
+
+INT_FIELDS = ("exit_code", "pid", "runs")
+FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "updated_at")
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """A job row with its numbers as numbers (a column first written as null is TEXT)."""
+    for field in INT_FIELDS:
+        if row.get(field) is not None:
+            row[field] = int(row[field])
+    for field in FLOAT_FIELDS:
+        if row.get(field) is not None:
+            row[field] = float(row[field])
+    row["cancel_requested"] = bool(int(row.get("cancel_requested") or 0))
+    return row
+
+
+def get_job(db: Any, job_id: str) -> dict[str, Any] | None:
+    """One job row, or None."""
+    rows = store.load_rows(db, JOBS, id=job_id)
+    return _typed(rows[0]) if rows else None
+
+
+def put_job(db: Any, row: dict[str, Any]) -> None:
+    """Write a job row (replacing the stored one)."""
+    store.save_rows(db, JOBS, [row | {"updated_at": time.time()}], pk="id", replace=True)
+
+
+def list_jobs(db: Any) -> list[dict[str, Any]]:
+    """Every job, oldest first."""
+    return [_typed(row) for row in store.load_rows(db, JOBS, order_by="created_at")]
+
+
+def unfinished_jobs(db: Any) -> list[dict[str, Any]]:
+    """Jobs queued or left running (by a service that stopped), oldest first."""
+    return [j for j in list_jobs(db) if j["status"] not in TERMINAL]
+
+
+class SerialDB:
+    """The service's database connection, used from one thread: every call runs there in
+    turn, so SQLite writes never interleave inside the process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+        self._db: Any = None
+
+    def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._db is None:
+            self._db = store.open_db(self.path)
+        return fn(self._db, *args, **kwargs)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(db, *args, **kwargs)`` on the database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(self._run, fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+class JobRunner:
+    """Runs queued jobs in K workers, one CLI process each."""
+
+    def __init__(self, db: SerialDB, db_path: Path, workers: int, env: dict[str, str]) -> None:
+        self.db = db
+        self.db_path = db_path
+        self.jobs_dir = db_path.with_name(db_path.name + ".jobs")
+        self.workers = workers
+        self.env = env
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self._keys: dict[str, list[str]] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._preexec = die_with_parent()
+
+    async def start(self) -> None:
+        """Requeue unfinished jobs (oldest first) and start the workers."""
+        for job in await self.db.call(unfinished_jobs):
+            self.queue.put_nowait(job["id"])
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        """Stop the workers; running jobs are ended and left queued for the next start."""
+        for task in self._tasks:
+            task.cancel()
+        for job_id, proc in list(self.procs.items()):
+            await self._end_process(proc)
+            job = await self.db.call(get_job, job_id)
+            if job and job["status"] == "running":
+                await self.db.call(put_job, job | {"status": "queued", "pid": None})
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def submit(self, kind: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Validate and queue a job; raise JobOptionError naming what the CLI would refuse."""
+        job_id = "job-" + uuid.uuid4().hex[:16]
+        job_dir = self.jobs_dir / job_id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            argv, output = await asyncio.to_thread(
+                build_argv, kind, options, job_dir, self.db_path)
+            if kind == "batch":
+                self._keys[job_id] = await asyncio.to_thread(checked_batch_keys, argv)
+        except BaseException:
+            _remove_tree(job_dir)
+            raise
+        now = time.time()
+        row = {"id": job_id, "kind": kind, "options": json.dumps(options, sort_keys=True),
+               "command": json.dumps(list(KINDS[kind].path)), "argv": json.dumps(argv),
+               "status": "queued", "exit_code": None, "error": None,
+               "output": str(output) if output else None, "job_dir": str(job_dir),
+               "pid": None, "runs": 0, "cancel_requested": False, "created_at": now,
+               "started_at": None, "finished_at": None, "ledger_start": None,
+               "ledger_end": None}
+        await self.db.call(put_job, row)
+        self.queue.put_nowait(job_id)
+        return row
+
+    async def cancel(self, job_id: str) -> dict[str, Any] | None:
+        """Cancel a queued or running job; None when there is no such job."""
+        job = await self.db.call(get_job, job_id)
+        if job is None or job["status"] in TERMINAL:
+            return job
+        if job["status"] == "queued":
+            job = job | {"status": "cancelled", "cancel_requested": True,
+                         "finished_at": time.time()}
+            await self.db.call(put_job, job)
+            return job
+        job = job | {"cancel_requested": True}
+        await self.db.call(put_job, job)
+        proc = self.procs.get(job_id)
+        if proc is not None:
+            asyncio.create_task(self._end_process(proc))
+        return job
+
+    async def _end_process(self, proc: asyncio.subprocess.Process) -> None:
+        for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+            if proc.returncode is not None:
+                return
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            if wait is None:
+                await proc.wait()
+                return
+            try:
+                await asyncio.wait_for(proc.wait(), wait)
+            except TimeoutError:
+                continue
+
+    async def _work(self) -> None:
+        while True:
+            job_id = await self.queue.get()
+            job = await self.db.call(get_job, job_id)
+            if job is None or job["status"] in TERMINAL or job["cancel_requested"]:
+                if job is not None and job["status"] not in TERMINAL:
+                    await self.db.call(put_job, job | {"status": "cancelled",
+                                                       "finished_at": time.time()})
+                continue
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a job the service cannot even start is a failed job
+                await self.db.call(put_job, job | {
+                    "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                    "finished_at": time.time()})
+
+    async def _run(self, job: dict[str, Any]) -> None:
+        job_dir = Path(job["job_dir"])
+        job_dir.mkdir(parents=True, exist_ok=True)
+        argv = [*json.loads(job["command"]), *json.loads(job["argv"])]
+        start = job["ledger_start"] or json.dumps(await self.db.call(store.ledger_totals))
+        job = job | {"status": "running", "runs": job["runs"] + 1, "ledger_start": start,
+                     "started_at": job["started_at"] or time.time()}
+        with (job_dir / "log.txt").open("ab") as log:
+            log.write(f"--- run {job['runs']} at {time.ctime()}\n".encode())
+            log.flush()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "align.cli", *argv, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+                preexec_fn=self._preexec)
+        self.procs[job["id"]] = proc
+        try:
+            await self.db.call(put_job, job | {"pid": proc.pid})
+            code = await proc.wait()
+        finally:
+            self.procs.pop(job["id"], None)
+        latest = await self.db.call(get_job, job["id"]) or job
+        status = ("cancelled" if latest["cancel_requested"]
+                  else "succeeded" if code == 0 else "failed")
+        end = json.dumps(await self.db.call(store.ledger_totals))
+        await self.db.call(put_job, latest | {
+            "status": status, "exit_code": code, "pid": None, "finished_at": time.time(),
+            "error": None if code == 0 else _last_line(job_dir / "log.txt"), "ledger_end": end})
+
+    # --- reporting ------------------------------------------------------------------------------
+
+    async def describe(self, job: dict[str, Any], counts: bool = True) -> dict[str, Any]:
+        """A job as the API shows it: status, options, times, counts, tokens and cost."""
+        out = {k: job[k] for k in ("id", "kind", "status", "exit_code", "error", "output",
+                                   "runs", "created_at", "started_at", "finished_at")}
+        out["options"] = json.loads(job["options"])
+        out["argv"] = ["rlaif", *json.loads(job["command"]), *json.loads(job["argv"])]
+        if counts:
+            out.update(await self._progress(job))
+        return out
+
+    async def _progress(self, job: dict[str, Any]) -> dict[str, Any]:
+        if job["kind"] == "batch":
+            keys = self._keys.get(job["id"])
+            if keys is None:
+                try:
+                    keys = await asyncio.to_thread(batch_keys, json.loads(job["argv"]))
+                except Exception:  # the input file changed or went away since submission
+                    keys = []
+                self._keys[job["id"]] = keys
+            rows = await self.db.call(store.ledger_lookup, keys)
+            done = sum(r["status"] == "ok" for r in rows.values())
+            failed = sum(r["status"] == "failed" for r in rows.values())
+            return {
+                "counts": {"total": len(keys), "done": done, "failed": failed,
+                           "pending": len(keys) - done - failed},
+                "tokens": {
+                    "prompt": sum(r["prompt_tokens"] or 0 for r in rows.values()),
+                    "completion": sum(r["completion_tokens"] or 0 for r in rows.values())},
+                "cost_usd": sum(r["cost_usd"] or 0.0 for r in rows.values()),
+                "accounting": "ledger rows of the job's requests",
+            }
+        return await self._ledger_delta(job)
+
+    async def _ledger_delta(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Counts and spending of a job that is not a batch: output lines, and the ledger's
+        growth while it ran (shared with any other run at the same time)."""
+        done = None
+        if job["output"] and Path(job["output"]).is_file():
+            done = await asyncio.to_thread(_count_lines, Path(job["output"]))
+        start = json.loads(job["ledger_start"]) if job["ledger_start"] else None
+        end = json.loads(job["ledger_end"]) if job["ledger_end"] else None
+        if start is not None and end is None and job["status"] == "running":
+            end = await self.db.call(store.ledger_totals)
+        delta = {k: (end[k] - start[k]) if start and end else 0
+                 for k in ("prompt_tokens", "completion_tokens", "cost_usd", "ok", "failed")}
+        return {
+            "counts": {"total": None, "done": done, "failed": None, "pending": None,
+                       "requests_ok": delta["ok"], "requests_failed": delta["failed"]},
+            "tokens": {"prompt": delta["prompt_tokens"], "completion": delta["completion_tokens"]},
+            "cost_usd": delta["cost_usd"],
+            "accounting": "ledger growth while the job ran",
+        }
+
+    async def results(self, job: dict[str, Any]) -> AsyncIterator[bytes] | None:
+        """The job's results as JSONL chunks: its output file, or its kind's table; None when
+        there is nothing to read yet."""
+        output = Path(job["output"]) if job["output"] else None
+        if output is not None and output.is_file():
+            return _file_chunks(output)
+        table = KINDS[job["kind"]].table
+        if table and job["status"] in TERMINAL:
+            rows = await self.db.call(store.load_rows, table)
+            return _row_chunks(rows)
+        return None
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := await asyncio.to_thread(fh.read, 1 << 16):
+            yield chunk
+
+
+async def _row_chunks(rows: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+    for start in range(0, len(rows), 500):
+        yield "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                      for r in rows[start:start + 500]).encode()
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 16), b""))
+
+
+def _last_line(path: Path) -> str | None:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][-500:] if lines else None
+
+
+def _remove_tree(path: Path) -> None:
+    for child in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        child.rmdir() if child.is_dir() else child.unlink()
+    path.rmdir()

@@ -1,0 +1,1 @@
+"""`rlaif train sft|rm|dpo`: TRL's trainers over exported datasets."""

@@ -1,0 +1,128 @@
+"""Shared command-line options for anything that calls a model, and how they become a client.
+
+Every command that talks to an endpoint takes the same options (``--base-url``,
+``--api-key-env``, ``--model``, limits, retries, budget). When neither ``--base-url`` nor
+``OPENAI_BASE_URL`` is given, the embedded server (the model ``$RLAIF_SERVE_MODEL`` names, a
+local model directory, else SmolLM2-135M-Instruct) is started on a free loopback port for the
+command's lifetime (or an already running one is reused), and the command says so in one line.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from pydantic import SecretStr, ValidationError
+
+from datagen.endpoint.client import ClientConfig
+from datagen.errors import UserInputError
+
+CLIENT_OPTION_NAMES = (
+    "base_url", "api_key_env", "model", "concurrency", "rpm", "tpm", "max_retries",
+    "timeout", "budget_usd", "prices",
+)
+
+
+def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the endpoint options to a click command (they arrive as keyword arguments)."""
+    options = [
+        click.option("--base-url", default=None,
+                     help="OpenAI-style base URL (http://host:port/v1). Default: $OPENAI_BASE_URL, "
+                          "else the embedded model, started on demand."),
+        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+                     help="Name of the environment variable holding the API key."),
+        click.option("--model", default=None, help="Model name sent to the endpoint."),
+        click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1),
+                     help="Requests in flight at once."),
+        click.option("--rpm", default=None, type=click.FloatRange(min=0, min_open=True),
+                     help="Requests-per-minute limit."),
+        click.option("--tpm", default=None, type=click.FloatRange(min=0, min_open=True),
+                     help="Tokens-per-minute limit."),
+        click.option("--max-retries", default=5, show_default=True, type=click.IntRange(0),
+                     help="Retries on 429/5xx, timeouts, connection errors, bad bodies."),
+        click.option("--timeout", default=600.0, show_default=True,
+                     type=click.FloatRange(min=0, min_open=True), help="Seconds per attempt."),
+        click.option("--budget-usd", default=None, type=click.FloatRange(min=0),
+                     help="Stop scheduling new requests once this much has been spent."),
+        click.option("--prices", default=None, type=click.Path(dir_okay=False),
+                     help="JSON/YAML file {model: [input, output]} in $ per million tokens."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
+def load_prices(path: str | None) -> dict[str, tuple[float, float]]:
+    """Read a price table file: {model: [input_per_million, output_per_million]}."""
+    if not path:
+        return {}
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserInputError(f"{path}: cannot read price table: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}: price table must map model names to [input, output]")
+    prices = {}
+    for model, pair in data.items():
+        if not (isinstance(pair, list) and len(pair) == 2 and
+                all(isinstance(x, int | float) for x in pair)):
+            raise UserInputError(f"{path}: key {model!r}: expected [input, output] numbers")
+        prices[str(model)] = (float(pair[0]), float(pair[1]))
+    return prices
+
+
+def client_config(options: dict[str, Any], base_url: str, **overrides: Any) -> ClientConfig:
+    """Build a ClientConfig from the parsed command-line options."""
+    key_var = options.get("api_key_env") or "OPENAI_API_KEY"
+    key = os.environ.get(key_var)
+    values = {
+        "base_url": base_url,
+        "api_key": SecretStr(key) if key else None,
+        "model": options.get("model"),
+        "concurrency": options.get("concurrency") or 64,
+        "rpm": options.get("rpm"),
+        "tpm": options.get("tpm"),
+        "max_retries": options.get("max_retries", 5),
+        "timeout": options.get("timeout") or 600.0,
+        "budget_usd": options.get("budget_usd"),
+        "prices": load_prices(options.get("prices")),
+        **overrides,
+    }
+    try:
+        return ClientConfig(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserInputError(f"option {first['loc'][0]}: {first['msg']}") from None
+
+
+@contextmanager
+def endpoint_url(
+    base_url: str | None, model: str | None = None
+) -> Iterator[tuple[str, str | None]]:
+    """Yield (base_url, model): the given URL, $OPENAI_BASE_URL, or the embedded server."""
+    url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if url:
+        if not url.startswith(("http://", "https://")):
+            raise UserInputError(f"--base-url: expected http(s)://host:port/v1, got {url!r}")
+        yield url, model
+        return
+    from datagen.serve.autostart import embedded_endpoint
+
+    spec = os.environ.get("RLAIF_SERVE_MODEL") or "default"
+    with embedded_endpoint(spec) as (url, served_model):
+        yield url, model or served_model
+
+
+def pop_client_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Split the endpoint options off a command's keyword arguments."""
+    return {name: kwargs.pop(name) for name in CLIENT_OPTION_NAMES if name in kwargs}
+
+
+def dump_options(options: dict[str, Any]) -> str:
+    """Options as stable JSON for run records (no secrets: only the key's variable name)."""
+    return json.dumps(options, sort_keys=True, default=str)

@@ -1,0 +1,1 @@
+"""Constitutional AI critique and revision (SL-CAI) over red-team prompts."""

@@ -1,0 +1,29 @@
+"""The endpoint client: the only package that speaks HTTP to a model.
+
+``client`` holds ``LLMClient`` (concurrency, rate limits, retries, the ledger), ``_http`` the
+project's own HTTP/1.1 transport, ``limits`` token buckets and prices, ``keys`` how a request is
+named in the ledger, ``completion`` what one request returned. Callers import from here.
+"""
+
+from datagen.endpoint.client import (
+    CHAT_PATH,
+    SUPPORTED_PATHS,
+    ClientConfig,
+    LLMClient,
+    Stats,
+    run_async,
+)
+from datagen.endpoint.completion import Completion
+from datagen.endpoint.keys import canonical_json, request_key
+
+__all__ = [
+    "CHAT_PATH",
+    "SUPPORTED_PATHS",
+    "ClientConfig",
+    "Completion",
+    "LLMClient",
+    "Stats",
+    "canonical_json",
+    "request_key",
+    "run_async",
+]

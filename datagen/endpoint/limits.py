@@ -1,0 +1,75 @@
+"""Rate limits and prices: the token buckets the client waits on, and what a request costs.
+
+Providers limit requests and tokens per minute; the client takes from a requests bucket and a
+tokens bucket (estimated before sending, corrected with the reported usage after) shared by
+every task of the process. Cost is priced from a table of dollars per million input and
+output tokens, which users override for their own models and contracts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from datagen.endpoint.keys import canonical_json
+
+# US dollars per million (input, output) tokens; the longest matching prefix wins.
+# Local models cost nothing. Override with ClientConfig.prices or `--prices FILE`.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-5-nano": (0.05, 0.40),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5": (1.25, 10.00),
+    "o4-mini": (1.10, 4.40),
+    "gpt-3.5-turbo": (0.50, 1.50),
+}
+
+
+def price_for(model: str | None, prices: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """(input, output) dollars per million tokens for a model: longest matching prefix."""
+    if not model:
+        return (0.0, 0.0)
+    table = {**DEFAULT_PRICES, **prices}
+    matches = [name for name in table if model == name or model.startswith(name + "-")]
+    if not matches:
+        return (0.0, 0.0)
+    return table[max(matches, key=len)]
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """A cheap upper-side guess of a request's tokens for the tokens-per-minute bucket."""
+    prompt_chars = len(canonical_json(body.get("messages") or body.get("prompt") or ""))
+    out = body.get("max_completion_tokens") or body.get("max_tokens") or 256
+    return prompt_chars // 4 + int(out) * int(body.get("n") or 1)
+
+
+class TokenBucket:
+    """A refilling bucket that may go into debt, so one large request is never starved."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute / 6.0)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    async def take(self, amount: float) -> None:
+        while True:
+            self._refill()
+            if self.level >= min(amount, self.capacity):
+                self.level -= amount
+                return
+            await asyncio.sleep(max(0.001, (min(amount, self.capacity) - self.level) / self.rate))
+
+    def give_back(self, amount: float) -> None:
+        self._refill()
+        self.level = min(self.capacity, self.level + amount)

@@ -1,0 +1,1 @@
+"""FLAN-style conversion: labelled datasets rendered through instruction templates."""

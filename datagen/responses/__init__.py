@@ -1,0 +1,1 @@
+"""Sampled responses and the response pairs that judges and annotators label."""

@@ -1,0 +1,1 @@
+"""Self-Instruct: instructions bootstrapped from seed tasks, with the ROUGE-L novelty filter."""

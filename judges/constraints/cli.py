@@ -1,0 +1,117 @@
+"""`rlaif generate constrained`: attach verifiable constraints to a file of prompts.
+
+A thin layer over ``judges.constraints.prompts``: read the prompts (the bundled set by default),
+draw constraints with a seed, and write the rows to a JSONL file (through a temporary file
+that is renamed into place) or to the ``constrained_prompts`` table of a project database.
+Bad input stops the command with a one-line ``FILE:LINE: ...`` message and exit code 2
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from datagen import store
+from datagen.errors import UserInputError
+from datagen.jsonl import atomic_write
+from judges.constraints.prompts import (
+    MAX_CONSTRAINTS,
+    ConstrainedPrompt,
+    add_constraints,
+    bundled_prompts_path,
+    load_base_prompts,
+)
+
+TABLE = "constrained_prompts"
+
+
+def parse_range(value: str) -> tuple[int, int]:
+    """Parse "--constraints" as "MIN-MAX" or "N" with 1 <= MIN <= MAX <= MAX_CONSTRAINTS."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", value)
+    low, high = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, 0)
+    if not match or not 1 <= low <= high <= MAX_CONSTRAINTS:
+        raise UserInputError(
+            f"--constraints: expected N or MIN-MAX with 1 <= MIN <= MAX <= {MAX_CONSTRAINTS}, "
+            f"got {value!r}"
+        )
+    return low, high
+
+
+def write_jsonl(path: Path, rows: list[ConstrainedPrompt]) -> None:
+    """Write rows to ``path`` through a temporary file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as out:
+        for row in rows:
+            out.write(row.model_dump_json() + "\n")
+
+
+@click.command("constrained")
+@click.option(
+    "--prompts",
+    "prompts_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help='JSONL file, one {"prompt": ..., "id": ...} object a line (id optional). '
+    "Default: the bundled everyday prompts.",
+)
+@click.option(
+    "--constraints",
+    "constraint_range",
+    default="1-3",
+    show_default=True,
+    help="How many constraints per prompt: N or MIN-MAX.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Random seed; the same seed gives the same constraints.",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Use only the first N prompts."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the rows to this JSONL file.",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Save the rows to the {TABLE} table of this project database instead.",
+)
+def generate_constrained(
+    prompts_path: Path | None,
+    constraint_range: str,
+    seed: int,
+    limit: int | None,
+    output: Path | None,
+    db: Path | None,
+) -> None:
+    """Attach 1..K verifiable constraints to each prompt and render the final prompt text."""
+    if (output is None) == (db is None):
+        raise UserInputError("give exactly one of -o/--output FILE.jsonl or --db PATH")
+    k_min, k_max = parse_range(constraint_range)
+    prompts = load_base_prompts(prompts_path)[:limit]
+    rows = add_constraints(prompts, k_min, k_max, seed)
+    source = prompts_path or bundled_prompts_path()
+    if output is not None:
+        write_jsonl(output, rows)
+        click.echo(
+            f"wrote {len(rows)} constrained prompts from {source} to {output} "
+            f"({k_min}-{k_max} constraints each, seed {seed})"
+        )
+        return
+    database = store.open_db(db)
+    added = store.save_rows(database, TABLE, rows, pk="id")
+    click.echo(
+        f"saved {added} new of {len(rows)} constrained prompts from {source} to "
+        f"{db} table {TABLE} ({k_min}-{k_max} constraints each, seed {seed})"
+    )
