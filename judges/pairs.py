@@ -9,14 +9,13 @@ error everywhere, and a pair without an ``id`` gets the same content hash everyw
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from datagen.endpoint.keys import canonical_json
 from datagen.errors import UserInputError
+from datagen.ids import pair_id
 from datagen.jsonl import numbered_lines, parse_json, read_text
 from datagen.responses.sample import is_prompt
 from judges.constraints.kinds import parse_constraints
@@ -58,11 +57,10 @@ def pair_row(obj: Any, where: str, check_constraints: bool = False) -> PairRow:
         except ValueError as exc:
             reason = str(exc).splitlines()[0]
             raise UserInputError(f"{where}: constraints cannot be read ({reason})") from None
-    pair_id = obj.get("id")
-    if pair_id is None:
-        content = canonical_json([prompt, obj["response_a"], obj["response_b"]])
-        pair_id = hashlib.sha256(content.encode()).hexdigest()[:16]
-    return PairRow(where=where, id=str(pair_id), prompt=prompt, response_a=obj["response_a"],
+    name = obj.get("id")
+    if name is None:
+        name = pair_id(prompt, [obj["response_a"], obj["response_b"]])
+    return PairRow(where=where, id=str(name), prompt=prompt, response_a=obj["response_a"],
                    response_b=obj["response_b"], human=human,
                    constraints=obj.get("constraints"), data=obj)
 

@@ -17,7 +17,6 @@ own ``p_a`` from loosening the loss. Pairs without ``p_a`` get margin 0 when oth
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import math
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from datagen.errors import UserInputError
+from datagen.ids import content_id, pair_id
 from datagen.jsonl import atomic_write, numbered_lines
 
 MARGIN_P_MAX = 0.95
@@ -112,12 +112,6 @@ def prompt_key(prompt: list[Row]) -> str:
     return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
-def content_id(*parts: Any) -> str:
-    """A short stable id from the content, for rows that come without one."""
-    text = json.dumps(parts, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 # --- pairs from `rlaif label` output --------------------------------------------------------
 
 
@@ -184,7 +178,8 @@ def pairs_from_labels(
         a, b = obj["response_a"], obj["response_b"]
         chosen, rejected = (a, b) if preferred == "a" else (b, a)
         row = {
-            "id": str(obj["id"]) if obj.get("id") is not None else content_id(prompt, a, b),
+            # The id of the pair as its labels file names it: over the prompt as given.
+            "id": str(obj["id"]) if obj.get("id") is not None else pair_id(obj["prompt"], [a, b]),
             "prompt": prompt,
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from datagen import store
 from datagen.endpoint.keys import canonical_json
 from datagen.errors import UserInputError
+from datagen.ids import pair_id
 from datagen.jsonl import note_unique, read_objects
 from datagen.responses.sample import is_prompt
 
@@ -102,11 +103,9 @@ def queue_item(obj: Any, where: str, gold: bool = False, required: int = 3) -> Q
         if answer not in HUMAN or len(responses) != 2:
             raise UserInputError(
                 f'{where}: a gold pair needs response_a, response_b and human "a", "b" or "tie"')
-    pair_id = obj.get("id")
-    if pair_id is None:
-        pair_id = hashlib.sha256(canonical_json([obj["prompt"], *responses]).encode()).hexdigest()
-        pair_id = pair_id[:16]
-    return QueueItem(id=_item_id(str(pair_id), gold), pair_id=str(pair_id), prompt=obj["prompt"],
+    name = obj.get("id")
+    name = str(name) if name is not None else pair_id(obj["prompt"], responses)
+    return QueueItem(id=_item_id(name, gold), pair_id=name, prompt=obj["prompt"],
                      responses=responses, gold=answer, required=required, source=obj)
 
 

@@ -12,7 +12,6 @@ depend on the file order. Prompt lines may carry ``constraints`` (from
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import random
@@ -27,6 +26,7 @@ from datagen.batch.file import BatchLine, run_batch
 from datagen.endpoint.client import CHAT_PATH, LLMClient
 from datagen.endpoint.keys import canonical_json, request_key
 from datagen.errors import UserInputError
+from datagen.ids import content_id
 from datagen.jsonl import note_unique, read_objects
 from datagen.jsonl import write_jsonl as write_jsonl  # callers import it from here
 
@@ -72,10 +72,6 @@ class Pair(BaseModel):
     constraints: Any = None
 
 
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:16]
-
-
 def read_prompts(path: str | Path) -> list[PromptItem]:
     """Read a prompts JSONL file: ``prompt`` (text or chat messages), optional ``id`` and
     ``constraints``."""
@@ -97,7 +93,7 @@ def _prompt_item(obj: dict[str, Any], where: str) -> PromptItem:
         raise UserInputError(
             f"{where}: missing prompt (a non-empty string or a list of chat messages)")
     prompt_id = obj.get("id")
-    return PromptItem(id=str(prompt_id) if prompt_id is not None else "p-" + _digest(prompt),
+    return PromptItem(id=str(prompt_id) if prompt_id is not None else "p-" + content_id(prompt),
                       prompt=prompt, constraints=obj.get("constraints"))
 
 
@@ -133,7 +129,7 @@ async def sample_responses(
     answers = await run_batch(client, lines)
     return [
         Response(
-            id=_digest(item.id, model, index, temperature, max_tokens), prompt_id=item.id,
+            id=content_id(item.id, model, index, temperature, max_tokens), prompt_id=item.id,
             model=model, sample_index=index, temperature=temperature, max_tokens=max_tokens,
             text=answer.text, finish_reason=answer.finish_reason, status=answer.status,
             error=answer.error, request_key=key)
@@ -167,7 +163,7 @@ def form_pairs(
         for first, second in chosen:
             a, b = (first, second) if mode == "random" or rng.random() < 0.5 else (second, first)
             pairs.append(Pair(
-                id=_digest(item.id, a.id, b.id), prompt_id=item.id, prompt=item.prompt,
+                id=content_id(item.id, a.id, b.id), prompt_id=item.id, prompt=item.prompt,
                 response_a=a.text, response_b=b.text, model_a=a.model, model_b=b.model,
                 response_a_id=a.id, response_b_id=b.id, constraints=item.constraints))
     return pairs
