@@ -1,218 +1,212 @@
-"""Job requests for `rlaif service` as CLI argv: the job kinds, option mapping and validation.
+"""Named options to a checked `rlaif` argv: the one builder behind service jobs and pipeline stages.
 
-A job is a CLI run: the service maps the job's kind to its click command, turns the options
-(named as the CLI names them) into an argv and checks it with click's own parser
-(``make_context``, nothing invoked), so the service accepts exactly what the command line
-accepts and names the option it rejects. A list of JSON objects given for a path option becomes
-a JSONL file in the job's folder. Storing and running the jobs is ``align.service.jobs``.
+A service job and a pipeline stage are both a CLI run described as data (a command path and
+options named as the command line names them), so both go through ``ArgvBuilder``: it finds the
+click parameter each key names (``max-tokens``, ``--max-tokens``, ``max_tokens``, ``o``), turns
+values into argv words (true/false switch a flag, a list repeats an option, null leaves it out),
+and lets click parse the result with the command's own parser (``make_context``, nothing
+invoked), so a job or stage accepts exactly what the command line accepts. What a value means
+(a path inside a job's workspace, a file an earlier stage writes) is the caller's hook, and
+every mistake is raised through the caller's ``fail`` with the key that holds it.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+import difflib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
-RESERVED = {"db": "the service runs every job on its own database",
-            "help": "not a job option"}
+Keys = tuple[str | int, ...]
+ValueHook = Callable[[click.Parameter, str, Keys], tuple[str, str]]
+Fail = Callable[[Keys, str, "click.Parameter | None"], Exception]
 
 
-@dataclass(frozen=True)
-class JobKind:
-    """Where a kind's command sits under `rlaif`, and where its results are when it writes no
-    output file (a table of the project database)."""
-
-    path: tuple[str, ...]
-    table: str | None = None
-    pass_db: bool = True
-
-
-KINDS: dict[str, JobKind] = {
-    "batch": JobKind(("batch",)),
-    "self-instruct": JobKind(("generate", "self-instruct"), table="si_instructions"),
-    "flan": JobKind(("generate", "flan")),
-    "constitutional": JobKind(("generate", "constitutional")),
-    "responses": JobKind(("generate", "responses"), table="pairs"),
-    "label": JobKind(("label",)),
-    # offline, no ledger; it takes exactly one of -o and --db, and the service gives it -o
-    "constrained": JobKind(("generate", "constrained"), pass_db=False),
-    "pipeline": JobKind(("run",)),
-}
-
-
-class JobOptionError(ValueError):
-    """A job request the CLI would refuse: ``name`` is the kind or option at fault."""
-
-    def __init__(self, name: str, message: str, value: Any = None) -> None:
-        super().__init__(message)
-        self.name = name
-        self.message = message
-        self.value = value
-
-
-# --- from a request to a validated argv ---------------------------------------------------------
-
-
-def resolve_command(kind: str) -> click.Command:
-    """The click command of a job kind (imported on demand)."""
-    if kind not in KINDS:
-        raise JobOptionError("kind", f"unknown kind {kind!r} (use {', '.join(KINDS)})", kind)
+def resolve_command(words: Sequence[str]) -> tuple[click.Command, click.Context]:
+    """(command, its parent context) for a command path of `rlaif`; raises LookupError with
+    the reason when there is none."""
     from align.cli import main
 
+    ctx = click.Context(main, info_name="rlaif")
     command: click.Command = main
-    for name in KINDS[kind].path:
-        sub = None
-        if isinstance(command, click.Group):
-            try:
-                sub = command.get_command(click.Context(command), name)
-            except ImportError:
-                sub = None
+    for depth, word in enumerate(words):
+        if not isinstance(command, click.Group):
+            raise LookupError(f"'{' '.join(words[:depth])}' has no subcommands")
+        try:
+            sub = command.get_command(ctx, word)
+        except ImportError as exc:
+            sub, why = None, f" (cannot load it: {exc})"
+        else:
+            why = ""
         if sub is None:
-            raise JobOptionError("kind", f"kind {kind!r} is not available here (no `rlaif "
-                                         f"{' '.join(KINDS[kind].path)}` command)", kind)
+            choices = ", ".join(command.list_commands(ctx))
+            place = f"under '{' '.join(words[:depth])}'" if depth else "in rlaif"
+            raise LookupError(f"no such command '{' '.join(words)}'{why} "
+                              f"(commands {place}: {choices})")
+        if depth < len(words) - 1:
+            ctx = click.Context(sub, info_name=word, parent=ctx)
         command = sub
-    return command
+    if isinstance(command, click.Group):
+        choices = ", ".join(command.list_commands(ctx))
+        raise LookupError(f"'{' '.join(words)}' needs a subcommand ({choices})")
+    return command, ctx
 
 
-def _norm(name: str) -> str:
-    return name.lstrip("-").replace("-", "_")
-
-
-def _param_index(command: click.Command) -> dict[str, click.Parameter]:
-    index: dict[str, click.Parameter] = {}
+def find_param(command: click.Command, key: str, arguments: bool = False
+               ) -> click.Parameter | None:
+    """The parameter a key names: an option by any of its names (``max-tokens``,
+    ``--max-tokens``, ``max_tokens``, ``o``), or with ``arguments`` a positional argument by
+    its parameter name (``input_file``)."""
+    bare = key.lstrip("-")
     for param in command.params:
-        index[param.name] = param
-        for opt in param.opts:
-            if opt.startswith("--"):
-                index[_norm(opt)] = param
-    return index
+        if isinstance(param, click.Argument):
+            if arguments and param.name == bare.replace("-", "_"):
+                return param
+            continue
+        names = [o.lstrip("-") for o in (*param.opts, *param.secondary_opts)]
+        if bare in names or bare.replace("_", "-") in names or param.name == bare.replace(
+                "-", "_"):
+            return param
+    return None
 
 
-def _long_opt(param: click.Option) -> str:
-    return max(param.opts, key=lambda o: (o.startswith("--"), len(o)))
+def option_names(command: click.Command) -> list[str]:
+    """The long names of a command's options (for did-you-mean hints)."""
+    return [max(p.opts, key=len).lstrip("-") for p in command.params
+            if isinstance(p, click.Option) and p.name != "help"]
 
 
-def _scalar(key: str, value: Any) -> str:
+def long_opt(param: click.Parameter) -> str:
+    """The flag an option is written with on a built argv."""
+    return max(param.opts, key=len)
+
+
+def is_path_param(param: click.Parameter) -> bool:
+    """Whether click reads the parameter as a path or file."""
+    return isinstance(param.type, click.Path | click.File)
+
+
+def describe(param: click.Parameter | None) -> str:
+    """A parameter as messages name it."""
+    if param is None:
+        return "an argument"
+    if isinstance(param, click.Argument):
+        return f"the argument {param.human_readable_name} (give it under args:)"
+    return f"option {long_opt(param)}"
+
+
+def plain_value(value: Any) -> str | None:
+    """The argv text of a scalar (booleans as true/false); None for anything else."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float | str):
         return str(value)
-    raise JobOptionError(key, f"option {key!r}: expected a string, number or boolean", value)
+    return None
 
 
-def _is_path(param: click.Parameter) -> bool:
-    return isinstance(param.type, click.Path | click.File)
+class ArgvBuilder:
+    """The argv of one command as it is built, with the key behind each parameter.
 
+    ``argv`` is what runs; ``check_argv`` is what click parses in ``check`` (the two differ
+    only where the value hook hands click a stand-in for a file not written yet)."""
 
-def _values(key: str, param: click.Parameter, value: Any, inline: Callable[[str, list], str]
-            ) -> list[str]:
-    """The argv strings of one option value (a list of objects for a path: a JSONL file)."""
-    many = getattr(param, "multiple", False) or param.nargs != 1
-    if isinstance(value, list) and _is_path(param) and value and all(
-            isinstance(v, dict) for v in value):
-        return [inline(param.name, value)]
-    if isinstance(value, list):
-        if not many:
-            raise JobOptionError(key, f"option {key!r} takes one value, got a list", value)
-        return [_scalar(key, v) for v in value]
-    return [_scalar(key, value)]
+    def __init__(self, command: click.Command, label: str, here: Keys, value: ValueHook,
+                 fail: Fail) -> None:
+        self.command, self.label, self.here = command, label, here
+        self.value, self.fail = value, fail
+        self.argv: list[str] = []
+        self.check_argv: list[str] = []
+        self.keys: dict[str, Keys] = {}  # param name -> where it was set
 
-
-def build_argv(kind: str, options: dict[str, Any], job_dir: Path, db_path: Path
-               ) -> tuple[list[str], Path | None]:
-    """The CLI argv of a job (after the command's path) and its output file, if any.
-
-    Option names may be written as the flag (``--base-url``), without dashes (``base-url``)
-    or as the parameter name (``base_url``); arguments by their parameter name
-    (``input_file``). A list of JSON objects given for a path becomes a JSONL file in the
-    job's folder."""
-    command = resolve_command(kind)
-    index = _param_index(command)
-    argv: list[str] = []
-    positional: dict[str, list[str]] = {}
-    given: set[str] = set()
-
-    def inline(name: str, rows: list) -> str:
-        path = job_dir / "inputs" / f"{name}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        return str(path)
-
-    for key, value in options.items():
-        norm = _norm(key)
-        if norm in RESERVED:
-            raise JobOptionError(key, f"option {key!r} cannot be set: {RESERVED[norm]}", value)
-        param = index.get(norm)
-        if param is None:
-            raise JobOptionError(key, f"unknown option {key!r} for kind {kind!r}", value)
+    def add_option(self, key: str, value: Any, keys: Keys) -> None:
+        """One option given as ``key: value``."""
+        param = find_param(self.command, key)
+        if param is None or param.name == "help":
+            close = difflib.get_close_matches(key.lstrip("-"), option_names(self.command), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise self.fail(keys, f"no such option for '{self.label}'{hint}", None)
+        self.claim(param, keys)
         if value is None:
-            continue
-        given.add(param.name)
-        if isinstance(param, click.Argument):
-            positional[param.name] = _values(key, param, value, inline)
-        elif isinstance(param, click.Option) and param.is_flag and not param.count:
+            return
+        opt = long_opt(param)
+        if param.is_flag and not param.count:
             if not isinstance(value, bool):
-                raise JobOptionError(key, f"option {key!r} is a flag: use true or false", value)
+                raise self.fail(keys, f"{opt} is a switch: give true or false", param)
             if value:
-                argv.append(_long_opt(param))
+                self.push([opt])
             elif param.secondary_opts:
-                argv.append(max(param.secondary_opts, key=len))
-        else:
-            for item in _values(key, param, value, inline):
-                argv += [_long_opt(param), item]
-    if KINDS[kind].pass_db and "db" in index:
-        argv += ["--db", str(db_path)]
-    output = None
-    out_param = index.get("output")
-    if out_param is not None and out_param.name not in given:
-        output = job_dir / "output.jsonl"
-        argv += [_long_opt(out_param), str(output)]
-    elif out_param is not None:
-        output = Path(_scalar("output", options_value(options, out_param)))
-    args = [p for p in command.params if isinstance(p, click.Argument)]
-    tail = [v for p in args for v in positional.get(p.name, [])]
-    argv += (["--", *tail] if tail else [])
-    check_argv(kind, command, argv)
-    return argv, output
+                self.push([param.secondary_opts[0]])
+            return
+        if isinstance(value, list) and not (param.multiple or param.nargs != 1):
+            raise self.fail(keys, f"{opt} takes one value, got a list", param)
+        for item in value if isinstance(value, list) else [value]:
+            real, check = self.item(param, item, keys)
+            self.push([opt, real], [opt, check])
+
+    def claim(self, param: click.Parameter, keys: Keys) -> None:
+        """Note where a parameter is set; a second setting is a mistake."""
+        if param.name in self.keys:
+            raise self.fail(keys, f"given twice (also as {dotted(self.keys[param.name])})",
+                            param)
+        self.keys[param.name] = keys
+
+    def item(self, param: click.Parameter, item: Any, keys: Keys) -> tuple[str, str]:
+        text = plain_value(item)
+        if text is None:
+            raise self.fail(keys, f"expected a plain value, got {item!r}", param)
+        return self.value(param, text, keys)
+
+    def add_args(self, args: Sequence[tuple[Keys, Any]], where: Keys) -> None:
+        """The positional arguments, in order, each with the key that holds it."""
+        params = [p for p in self.command.params if isinstance(p, click.Argument)]
+        if len(args) > sum(p.nargs if p.nargs > 0 else len(args) for p in params):
+            raise self.fail(where, f"'{self.label}' takes {len(params)} positional arguments",
+                            None)
+        position = 0
+        reals, checks = [], []
+        for param in params:
+            take = param.nargs if param.nargs > 0 else len(args) - position
+            for keys, item in args[position:position + take]:
+                if item is None:
+                    raise self.fail(keys, f"expected a plain value, got {item!r}", param)
+                real, check = self.item(param, item, keys)
+                reals.append(real)
+                checks.append(check)
+                self.keys.setdefault(param.name, keys)
+                position += 1
+        dash = ["--"] if any(a.startswith("-") and a != "-" for a in reals) else []
+        self.push(dash + reals, dash + checks)
+
+    def push(self, real: list[str], check: list[str] | None = None) -> None:
+        """Words for the argv (and, when they differ, for click's check)."""
+        self.argv += real
+        self.check_argv += real if check is None else check
+
+    def check(self, parent: click.Context) -> dict[str, Any]:
+        """Let click parse the argv (types, ranges, choices, required options); return the
+        parsed parameters."""
+        try:
+            with self.command.make_context(self.label.split()[-1], list(self.check_argv),
+                                           parent=parent) as ctx:
+                return dict(ctx.params)
+        except click.MissingParameter as exc:
+            raise self.fail(self.here, f"'{self.label}' needs {describe(exc.param)}",
+                            exc.param) from None
+        except click.BadParameter as exc:
+            where = self.keys.get(exc.param.name, self.here) if exc.param else self.here
+            name = describe(exc.param) if exc.param else "a value"
+            raise self.fail(where, f"invalid value for {name}: {exc.message}",
+                            exc.param) from None
+        except click.exceptions.Exit:
+            raise self.fail(self.here, "--help/--version are not options here", None) from None
+        except click.ClickException as exc:
+            raise self.fail(self.here, exc.format_message(), None) from None
 
 
-def options_value(options: dict[str, Any], param: click.Parameter) -> Any:
-    """The value the request gave for a parameter, under whichever spelling it used."""
-    names = {param.name, *(_norm(o) for o in param.opts)}
-    return next(v for k, v in options.items() if _norm(k) in names)
-
-
-def check_argv(kind: str, command: click.Command, argv: list[str]) -> None:
-    """Parse the argv with the command's own parser, without running it."""
-    name = "rlaif " + " ".join(KINDS[kind].path)
-    try:
-        command.make_context(name, list(argv))
-    except click.exceptions.Exit:
-        raise JobOptionError("options", "not a job option") from None
-    except click.ClickException as exc:
-        param = getattr(exc, "param", None)
-        where = param.name if param is not None else "options"
-        raise JobOptionError(where, exc.format_message()) from None
-
-
-def batch_keys(argv: list[str]) -> list[str]:
-    """The ledger keys of a batch job's requests (validates the input file too)."""
-    from datagen.batch.file import read_batch_file
-
-    input_file = argv[argv.index("--") + 1]
-    model = argv[argv.index("--model") + 1] if "--model" in argv else None
-    return [line.key for line in read_batch_file(input_file, default_model=model)]
-
-
-def checked_batch_keys(argv: list[str]) -> list[str]:
-    """``batch_keys``, with a bad input file reported as a JobOptionError on input_file."""
-    from datagen.errors import UserInputError
-
-    try:
-        return batch_keys(argv)
-    except UserInputError as exc:
-        raise JobOptionError("input_file", exc.message) from None
+def dotted(keys: Keys) -> str:
+    """``("stages", 3, "options", "n")`` -> ``stages[3].options.n``."""
+    out = ""
+    for key in keys:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out

@@ -26,8 +26,9 @@ from typing import Any
 
 import click
 
+from align.commands import find_param, resolve_command
 from align.pipeline.file import Plan
-from align.pipeline.stages import Stage, find_param, resolve_command
+from align.pipeline.stages import Stage
 from datagen import store
 from datagen.processes import die_with_parent
 
@@ -178,7 +179,7 @@ def run_report(plan: Plan, echo: Echo) -> Path | None:
     """Run `rlaif report --db DB -o OUTPUT/report.html` when that command exists, giving it
     the output folder, label files and exports too when it takes them."""
     try:
-        command, parent, module = resolve_command(("report",))
+        command, parent = resolve_command(("report",))
     except LookupError:
         return None
     target = plan.output / "report.html"
@@ -189,7 +190,7 @@ def run_report(plan: Plan, echo: Echo) -> Path | None:
         echo(f"report: not run (`rlaif report` does not take these options: "
              f"{exc.format_message()})")
         return None
-    code = subprocess.call([sys.executable, "-m", module, "report", *argv], cwd=plan.output,
+    code = subprocess.call([sys.executable, "-m", "align.cli", "report", *argv], cwd=plan.output,
                            env=child_env(), stdin=subprocess.DEVNULL,
                            preexec_fn=die_with_parent())
     if code != 0:

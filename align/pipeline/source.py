@@ -16,13 +16,11 @@ from typing import Any
 
 import yaml
 
+from align.commands import Keys, dotted
 from datagen.errors import UserInputError
 
 BUILTIN_VARS = ("output", "db", "seed", "pipeline_dir")
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-Keys = tuple[str | int, ...]
-
 
 class Source:
     """The pipeline file's text and node tree, to name a key as ``FILE:LINE: a.b[2].c``."""
@@ -59,14 +57,6 @@ class Source:
         where = dotted(keys)
         return UserInputError(f"{self.path}:{self.line(keys)}: "
                               f"{where + ': ' if where else ''}{message}")
-
-
-def dotted(keys: Keys) -> str:
-    """``("stages", 3, "options", "n")`` -> ``stages[3].options.n``."""
-    out = ""
-    for key in keys:
-        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
-    return out
 
 
 def user_vars(src: Source, doc: dict, profile: str | None,

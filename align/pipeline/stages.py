@@ -1,9 +1,9 @@
 """Checking one pipeline stage against the `rlaif` command it names, before anything runs.
 
 A stage is only as good as the command line it becomes, so each raw ``stages:`` entry is
-resolved to its click command through ``align.cli`` and its arguments are parsed by click
-itself (``make_context``, nothing invoked): unknown options, bad values, missing required
-options and flags given a non-boolean are caught with the key that holds them. Input paths
+resolved to its click command and built into an argv by ``align.commands`` (the builder the
+service's jobs use too) and parsed by click itself: unknown options, bad values, missing
+required options and flags given a non-boolean are caught with the key that holds them. Input paths
 must exist or be written by an earlier stage (``StageBuilder`` tracks what each stage writes
 and hands click stand-ins for files not written yet); ``--db`` and ``--seed`` are filled in
 where a command takes them. The result is a ``Stage``: the command path and the exact argv the
@@ -12,7 +12,6 @@ runner (``align.pipeline.run``) will start.
 
 from __future__ import annotations
 
-import difflib
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +22,14 @@ from typing import Any
 
 import click
 
-from align.pipeline.source import Keys, Source, dotted, substitute
+from align.commands import (
+    ArgvBuilder,
+    Keys,
+    find_param,
+    is_path_param,
+    resolve_command,
+)
+from align.pipeline.source import Source, substitute
 from datagen.errors import UserInputError
 
 STAGE_KEYS = ("stage", "name", "options", "args")
@@ -63,58 +69,12 @@ class Stage:
         return f"{self.key}:{self.index}"
 
 
-def resolve_command(words: tuple[str, ...]) -> tuple[click.Command, click.Context, str]:
-    """(command, its parent context, module to run it with) for a command path; raises
-    LookupError with the reason when there is none."""
-    from align.cli import main
-
+def stage_command(words: tuple[str, ...]) -> tuple[click.Command, click.Context]:
+    """(command, its parent context) for a stage's command path; raises LookupError with the
+    reason when it cannot be a stage."""
     if words[0] in NOT_STAGES:
         raise LookupError(f"'{words[0]}' cannot be a stage: {NOT_STAGES[words[0]]}")
-    ctx = click.Context(main, info_name="rlaif")
-    command: click.Command = main
-    for depth, word in enumerate(words):
-        if not isinstance(command, click.Group):
-            raise LookupError(f"'{' '.join(words[:depth])}' has no subcommands")
-        try:
-            sub = command.get_command(ctx, word)
-        except ImportError as exc:
-            sub, why = None, f" (cannot load it: {exc})"
-        else:
-            why = ""
-        if sub is None:
-            choices = ", ".join(command.list_commands(ctx))
-            place = f"under '{' '.join(words[:depth])}'" if depth else "in rlaif"
-            raise LookupError(f"no such command '{' '.join(words)}'{why} "
-                              f"(commands {place}: {choices})")
-        if depth < len(words) - 1:
-            ctx = click.Context(sub, info_name=word, parent=ctx)
-        command = sub
-    if isinstance(command, click.Group):
-        choices = ", ".join(command.list_commands(ctx))
-        raise LookupError(f"'{' '.join(words)}' needs a subcommand ({choices})")
-    return command, ctx, "align.cli"
-
-
-def find_param(command: click.Command, key: str) -> click.Parameter | None:
-    """The option a pipeline key names: ``max-tokens``, ``--max-tokens``, ``max_tokens``, ``o``."""
-    bare = key.lstrip("-")
-    for param in command.params:
-        if not isinstance(param, click.Option):
-            continue
-        names = [o.lstrip("-") for o in (*param.opts, *param.secondary_opts)]
-        if bare in names or bare.replace("_", "-") in names or param.name == bare.replace(
-                "-", "_"):
-            return param
-    return None
-
-
-def option_names(command: click.Command) -> list[str]:
-    return [max(p.opts, key=len).lstrip("-") for p in command.params
-            if isinstance(p, click.Option) and p.name != "help"]
-
-
-def is_path_param(param: click.Parameter) -> bool:
-    return isinstance(param.type, click.Path)
+    return resolve_command(words)
 
 
 class StageBuilder:
@@ -148,27 +108,30 @@ class StageBuilder:
             raise src.error((*here, "stage"), "missing the command, e.g. stage: generate "
                                               "responses")
         try:
-            command, parent, module = resolve_command(words)
+            command, parent = stage_command(words)
         except LookupError as exc:
             raise src.error((*here, "stage"), str(exc)) from None
         stage = Stage(index=index, name=str(raw.get("name") or " ".join(words)), words=words,
-                      argv=[], module=module)
-        tokens = StageTokens(self, stage, command)
+                      argv=[], module="align.cli")
+        paths = StagePaths(self, stage)
+        tokens = ArgvBuilder(command, stage.label, here, paths.value,
+                             lambda keys, message, _param: src.error(keys, message))
         options = raw.get("options") or {}
         if not isinstance(options, dict):
             raise src.error((*here, "options"), "expected a mapping of option names to values")
         for key, value in options.items():
-            tokens.add_option(str(key), substitute(src, (*here, "options", key), value,
-                                                   self.variables))
+            keys = (*here, "options", key)
+            tokens.add_option(str(key), substitute(src, keys, value, self.variables), keys)
         args = raw.get("args") or []
         if not isinstance(args, list):
             raise src.error((*here, "args"), "expected a list of positional arguments")
-        tokens.add_args(substitute(src, (*here, "args"), args, self.variables))
-        tokens.add_defaults()
+        args = substitute(src, (*here, "args"), args, self.variables)
+        tokens.add_args([((*here, "args", i), a) for i, a in enumerate(args)], (*here, "args"))
+        paths.add_defaults(tokens)
         tokens.check(parent)
         stage.argv = tokens.argv
-        stage.outputs = tokens.outputs
-        self.produced.extend(tokens.outputs)
+        stage.outputs = paths.outputs
+        self.produced.extend(paths.outputs)
         return stage
 
     def made_earlier(self, path: Path) -> bool:
@@ -190,90 +153,28 @@ def export_test_split(path: Path) -> Path:
     return path.with_name(f"{path.stem}.test{path.suffix}") if path.suffix else path
 
 
-class StageTokens:
-    """The argv of one stage as it is built, with the pipeline key behind each option."""
+class StagePaths:
+    """What the path values of one stage mean: outputs it writes, inputs that must exist or
+    be written by an earlier stage (click is handed a stand-in for those), model folders."""
 
-    def __init__(self, builder: StageBuilder, stage: Stage, command: click.Command) -> None:
-        self.builder, self.stage, self.command = builder, stage, command
-        self.here: Keys = ("stages", stage.index)
-        self.argv: list[str] = []
-        self.check_argv: list[str] = []
-        self.keys: dict[str, Keys] = {}  # param name -> where it was set
+    def __init__(self, builder: StageBuilder, stage: Stage) -> None:
+        self.builder, self.stage = builder, stage
         self.outputs: list[Path] = []
 
     def error(self, keys: Keys, message: str) -> UserInputError:
         return self.builder.src.error(keys, message)
 
-    def add_option(self, key: str, value: Any) -> None:
-        keys = (*self.here, "options", key)
-        param = find_param(self.command, key)
-        if param is None or param.name == "help":
-            names = option_names(self.command)
-            close = difflib.get_close_matches(key.lstrip("-"), names, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise self.error(keys, f"no such option for '{self.stage.label}'{hint}")
-        if param.name in self.keys:
-            raise self.error(keys, f"given twice (also as {dotted(self.keys[param.name])})")
-        self.keys[param.name] = keys
-        if value is None:
-            return
-        opt = max(param.opts, key=len)
-        if param.is_flag and not param.count:
-            if not isinstance(value, bool):
-                raise self.error(keys, f"{opt} is a switch: give true or false")
-            if value:
-                self.push([opt], [opt])
-            elif param.secondary_opts:
-                self.push([param.secondary_opts[0]], [param.secondary_opts[0]])
-            return
-        values = value if isinstance(value, list) else [value]
-        if isinstance(value, list) and not (param.multiple or param.nargs != 1):
-            raise self.error(keys, f"{opt} takes one value, got a list")
-        for item in values:
-            if isinstance(item, dict | list):
-                raise self.error(keys, f"expected a plain value, got {item!r}")
-            real, check = self.path_value(param, item, keys)
-            self.push([opt, real], [opt, check])
-
-    def push(self, real: list[str], check: list[str]) -> None:
-        self.argv += real
-        self.check_argv += check
-
-    def add_args(self, args: list[Any]) -> None:
-        params = [p for p in self.command.params if isinstance(p, click.Argument)]
-        if len(args) > sum(p.nargs if p.nargs > 0 else len(args) for p in params):
-            raise self.error((*self.here, "args"),
-                             f"'{self.stage.label}' takes {len(params)} positional arguments")
-        position = 0
-        reals, checks = [], []
-        for param in params:
-            take = param.nargs if param.nargs > 0 else len(args) - position
-            for item in args[position:position + take]:
-                keys = (*self.here, "args", position)
-                if isinstance(item, dict | list) or item is None:
-                    raise self.error(keys, f"expected a plain value, got {item!r}")
-                real, check = self.path_value(param, item, keys)
-                reals.append(real)
-                checks.append(check)
-                self.keys.setdefault(param.name, keys)
-                position += 1
-        dash = ["--"] if any(a.startswith("-") and a != "-" for a in reals) else []
-        self.argv += dash + reals
-        self.check_argv += dash + checks
-
-    def add_defaults(self) -> None:
+    def add_defaults(self, tokens: ArgvBuilder) -> None:
         """--db for stages that always use a database, --seed from the top-level seed."""
-        db = find_param(self.command, "db")
-        if db is not None and "db" not in self.keys and (db.required or has_default(db)):
-            self.keys["db"] = ("db",)
-            self.argv += ["--db", str(self.builder.db)]
-            self.check_argv += ["--db", str(self.builder.db)]
+        db = find_param(tokens.command, "db")
+        if db is not None and "db" not in tokens.keys and (db.required or has_default(db)):
+            tokens.claim(db, ("db",))
+            tokens.push(["--db", str(self.builder.db)])
             self.outputs.append(self.builder.db)
-        seed = find_param(self.command, "seed")
-        if seed is not None and "seed" not in self.keys and self.builder.seed is not None:
-            self.keys["seed"] = ("seed",)
-            self.argv += ["--seed", str(self.builder.seed)]
-            self.check_argv += ["--seed", str(self.builder.seed)]
+        seed = find_param(tokens.command, "seed")
+        if seed is not None and "seed" not in tokens.keys and self.builder.seed is not None:
+            tokens.claim(seed, ("seed",))
+            tokens.push(["--seed", str(self.builder.seed)])
 
     def role(self, param: click.Parameter) -> str:
         """'output', 'input' (a path that must exist) or '' for a plain value."""
@@ -288,9 +189,8 @@ class StageTokens:
             return "judge"
         return ""
 
-    def path_value(self, param: click.Parameter, value: Any, keys: Keys) -> tuple[str, str]:
+    def value(self, param: click.Parameter, text: str, keys: Keys) -> tuple[str, str]:
         """(value for the real run, value for click's check) of one option value."""
-        text = str(value).lower() if isinstance(value, bool) else str(value)
         role = self.role(param)
         if role == "judge" and text.startswith("rm:"):
             path = self.resolve(text[3:])
@@ -316,34 +216,8 @@ class StageTokens:
         if not path.exists() and not self.builder.made_earlier(path):
             raise self.error(keys, f"no such {what}: {path} (and no earlier stage writes it)")
 
-    def check(self, parent: click.Context) -> None:
-        """Let click parse the arguments (types, ranges, choices, required options)."""
-        try:
-            ctx = self.command.make_context(self.stage.words[-1], list(self.check_argv),
-                                            parent=parent, resilient_parsing=False)
-            ctx.close()
-        except click.MissingParameter as exc:
-            raise self.error(self.here, f"'{self.stage.label}' needs "
-                             f"{describe(exc.param)}") from None
-        except click.BadParameter as exc:
-            where = self.keys.get(exc.param.name, self.here) if exc.param else self.here
-            name = describe(exc.param) if exc.param else "a value"
-            raise self.error(where, f"invalid value for {name}: {exc.message}") from None
-        except click.exceptions.Exit:
-            raise self.error(self.here, "--help/--version are not stage options") from None
-        except click.ClickException as exc:
-            raise self.error(self.here, exc.format_message()) from None
-
 
 def has_default(param: click.Parameter) -> bool:
     """Whether the parameter has a default value (click 8.3+ marks none with a sentinel)."""
     default = param.default
     return default is not None and "UNSET" not in repr(default)
-
-
-def describe(param: click.Parameter | None) -> str:
-    if param is None:
-        return "an argument"
-    if isinstance(param, click.Argument):
-        return f"the argument {param.human_readable_name} (give it under args:)"
-    return f"option {max(param.opts, key=len)}"

@@ -1,6 +1,6 @@
 """Jobs for `rlaif service`: the ``jobs`` table, and workers that run each job as a CLI process.
 
-A job's argv is built and checked against the CLI by ``align.commands``. A job runs as
+A job's argv is built and checked against the CLI by ``align.service.workspace``. A job runs as
 ``python -m align.cli COMMAND ARGV --db DB`` on the service's database, so it shares the request
 ledger with every CLI run: what one of them paid for, the other reads back. Jobs are rows of the
 ``jobs`` table; a service killed at any moment and started again puts unfinished jobs back in
@@ -25,12 +25,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from align.commands import KINDS, batch_keys, build_argv, checked_batch_keys
+from align.service.kinds import KINDS, TERMINAL
+from align.service.workspace import batch_keys, build_argv, checked_batch_keys
 from datagen import store
 from datagen.processes import die_with_parent
 
 JOBS = "jobs"
-TERMINAL = ("succeeded", "failed", "cancelled")
 KILL_GRACE_S = 5.0
 
 
