@@ -3,11 +3,12 @@
 Every command reads user files of one JSON object per line and must name the file and line of
 the first bad one as a one-line ``UserInputError``; every command must also leave nothing
 half-written. Those two rules were written out again in each reader and writer, with small
-drifts in wording and in what was checked, so they live here once: ``read_objects`` (or, for a
-caller that words its own errors, ``numbered_lines`` and ``parse_json``) for reading,
-``atomic_write`` and ``write_jsonl`` for writing. Lines are split at ``\\n``, ``\\r\\n`` and
-``\\r`` only, as a file object does, so a JSON string holding a raw U+2028 (which ``json.dumps``
-with ``ensure_ascii=False`` writes as it is) stays on its line.
+drifts in wording and in what was checked, so they live here once, with the wording and the
+strict-or-skip choice as parameters: ``read_objects`` for reading (``read_text`` or
+``read_utf8`` for the file's text), ``atomic_write`` and ``write_jsonl`` for writing. Lines
+are split at ``\\n``, ``\\r\\n`` and ``\\r`` only, as a file object does, so a JSON string
+holding a raw U+2028 (which ``json.dumps`` with ``ensure_ascii=False`` writes as it is) stays
+on its line.
 """
 
 from __future__ import annotations
@@ -68,38 +69,53 @@ def numbered_lines(path: str | Path, text: str) -> Iterator[tuple[int, str, str]
             yield number, f"{path}:{number}", raw
 
 
-def parse_json(raw: str, where: str) -> Any:
-    """One line's JSON value; ``"WHERE: not valid JSON (<reason>)"`` when it is not JSON."""
+def parse_json(raw: str, where: str, *, not_json: str = "not valid JSON") -> Any:
+    """One line's JSON value; ``"WHERE: <not_json> (<reason>)"`` when it is not JSON."""
     try:
         return json.loads(raw)
     except ValueError as exc:
-        raise UserInputError(f"{where}: not valid JSON ({exc.msg})") from None
+        raise UserInputError(f"{where}: {not_json} ({exc.msg})") from None
 
 
-def parse_object(raw: str, where: str) -> dict[str, Any]:
-    """One line's JSON object; ``"WHERE: expected a JSON object"`` for any other value."""
-    obj = parse_json(raw, where)
+def parse_object(
+    raw: str, where: str, *, not_json: str = "not valid JSON",
+    not_object: str = "expected a JSON object",
+) -> dict[str, Any]:
+    """One line's JSON object; ``"WHERE: <not_object>"`` for any other value."""
+    obj = parse_json(raw, where, not_json=not_json)
     if not isinstance(obj, dict):
-        raise UserInputError(f"{where}: expected a JSON object")
+        raise UserInputError(f"{where}: {not_object}")
     return obj
 
 
 def read_objects(
-    path: Path, text: str | None = None, *, empty_message: str | None
+    path: Path, text: str | None = None, *, empty_message: str | None,
+    not_json: str = "not valid JSON", not_object: str = "expected a JSON object",
+    skipped: list[str] | None = None,
 ) -> Iterator[ObjectLine]:
     """The JSON objects of a JSONL file, in order, skipping blank lines.
 
     ``text`` is the file's content when the caller has read it (to word read errors its own
     way); otherwise it is read with ``read_text``. Objects are parsed one at a time as they
     are consumed, so the caller's own checks of a line run before later lines are parsed and
-    the error names the first bad line. A file without any non-blank line raises
+    the error names the first bad line. ``not_json`` and ``not_object`` word the two line
+    errors (``"WHERE: <not_json> (<reason>)"``, ``"WHERE: <not_object>"``). Strict by default:
+    the first bad line raises; with a ``skipped`` list its message is appended there instead
+    and reading goes on. A file without any non-blank line raises
     ``UserInputError(empty_message)`` once exhausted, unless ``empty_message`` is None."""
     if text is None:
         text = read_text(path)
     found = False
     for number, where, raw in numbered_lines(path, text):
         found = True
-        yield ObjectLine(number, where, parse_object(raw, where))
+        try:
+            obj = parse_object(raw, where, not_json=not_json, not_object=not_object)
+        except UserInputError as exc:
+            if skipped is None:
+                raise
+            skipped.append(exc.message)
+            continue
+        yield ObjectLine(number, where, obj)
     if not found and empty_message is not None:
         raise UserInputError(empty_message)
 
@@ -117,13 +133,19 @@ def atomic_write(path: str | Path) -> Iterator[IO[str]]:
     """A UTF-8 text handle whose content appears at ``path`` only if the block finishes
     without an error: it is written to a temporary file in the same folder, synced and
     renamed over ``path``; on any error the temporary file is removed and ``path`` is left as
-    it was. A directory at ``path`` is a UserInputError ``"FILE: is a directory"``."""
+    it was. A directory at ``path`` is a UserInputError ``"FILE: is a directory"``, a folder
+    that cannot be written ``"FILE: cannot write (<reason>)"``. ``handle.name`` is the
+    temporary file's path, for a caller that reads back what it wrote before it is renamed."""
     path = Path(path)
     if path.is_dir():
         raise UserInputError(f"{path}: is a directory")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
+        handle = tmp.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with handle as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

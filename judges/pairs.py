@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from datagen.errors import UserInputError
 from datagen.ids import pair_id
-from datagen.jsonl import numbered_lines, parse_json, read_text
+from datagen.jsonl import read_objects
 from datagen.responses.sample import is_prompt
 from judges.constraints.kinds import parse_constraints
 
@@ -73,11 +73,9 @@ def read_pairs(
     path = Path(path)
     rows: list[PairRow] = []
     bad: list[str] = []
-    # Line by line rather than read_objects: with skip_bad a bad line is kept as a message
-    # and reading goes on (pair_row checks that the value is an object).
-    for _, where, raw in numbered_lines(path, read_text(path)):
+    for _, where, obj in read_objects(path, empty_message=None, skipped=bad if skip_bad else None):
         try:
-            rows.append(pair_row(parse_json(raw, where), where, check_constraints))
+            rows.append(pair_row(obj, where, check_constraints))
         except UserInputError as exc:
             if not skip_bad:
                 raise

@@ -155,6 +155,31 @@ def test_read_objects_parses_lazily_so_the_first_bad_line_is_named(tmp_path):
     assert message(caught) == f"{path}:1: empty id"
 
 
+def test_read_objects_words_line_errors_as_the_caller_asks(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"a": 1}\n{oops\n[1]\n', encoding="utf-8")
+    with pytest.raises(UserInputError) as caught:
+        list(read_objects(path, empty_message=None, not_json="invalid JSON"))
+    assert message(caught) == f"{path}:2: invalid JSON (Expecting property name enclosed in " \
+                              "double quotes)"
+    path.write_text("[1]\n", encoding="utf-8")
+    with pytest.raises(UserInputError) as caught:
+        list(read_objects(path, empty_message=None, not_object="missing key 'prompt'"))
+    assert message(caught) == f"{path}:1: missing key 'prompt'"
+
+
+def test_read_objects_with_a_skipped_list_keeps_bad_lines_as_messages(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('not json\n{"a": 1}\n[2]\n{"b": 3}\n', encoding="utf-8")
+    skipped: list[str] = []
+    objects = [line.obj for line in read_objects(path, empty_message="x", skipped=skipped)]
+    assert objects == [{"a": 1}, {"b": 3}]
+    assert skipped == [f"{path}:1: not valid JSON (Expecting value)",
+                       f"{path}:3: expected a JSON object"]
+    path.write_text("[1]\n", encoding="utf-8")  # a file of bad lines is not an empty file
+    assert list(read_objects(path, empty_message="empty", skipped=skipped)) == []
+
+
 def test_note_unique_names_the_first_line():
     seen: dict[str, int] = {}
     note_unique(seen, "a", 1, "f:1", what="id")
@@ -200,6 +225,13 @@ def test_atomic_write_refuses_a_directory(tmp_path):
         pass
     assert message(caught) == f"{tmp_path}: is a directory"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_into_a_missing_folder_is_a_user_error(tmp_path):
+    target = tmp_path / "no-such-folder" / "out.jsonl"
+    with pytest.raises(UserInputError) as caught, atomic_write(target):
+        pass
+    assert message(caught) == f"{target}: cannot write (No such file or directory)"
 
 
 def test_write_jsonl_writes_one_object_per_line(tmp_path):

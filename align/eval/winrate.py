@@ -18,7 +18,6 @@ embedded model), served for as long as its answers are needed, or an OpenAI-comp
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -32,7 +31,8 @@ from datagen.batch.file import BatchLine, run_batch
 from datagen.endpoint.client import CHAT_PATH, LLMClient
 from datagen.endpoint.keys import request_key
 from datagen.errors import UserInputError
-from datagen.responses.sample import PromptItem, Response, as_messages, write_jsonl
+from datagen.jsonl import atomic_write, write_jsonl
+from datagen.responses.sample import PromptItem, Response, as_messages
 from judges.constraints.kinds import parse_constraints
 from judges.constraints.verify import verify_response
 from judges.pairs import PairRow, pair_row
@@ -274,12 +274,8 @@ def write_result(output: Path, result: dict[str, Any], labels: list[dict[str, An
     return the pairs path."""
     pairs = pairs_path(output)
     write_jsonl(pairs, labels)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(output) as handle:
+        handle.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return pairs
 
 

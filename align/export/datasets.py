@@ -31,7 +31,7 @@ from typing import Any
 
 from datagen.errors import UserInputError
 from datagen.ids import content_id, pair_id
-from datagen.jsonl import atomic_write, numbered_lines
+from datagen.jsonl import ObjectLine, atomic_write, read_objects, read_utf8
 
 MARGIN_P_MAX = 0.95
 DROP_REASONS = ("error", "tie", "identical", "low_confidence")
@@ -51,24 +51,11 @@ Row = dict[str, Any]
 # --- reading inputs -------------------------------------------------------------------------
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, Row]]:
-    """Yield (line number, object) for each non-blank line; bad JSON is a user error."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as err:
-        raise UserInputError(f"{path}: cannot read ({err.strerror})") from err
-    except UnicodeDecodeError as err:
-        raise UserInputError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    # Line by line rather than read_objects: exports word a JSON error "invalid JSON".
-    for number, where, line in numbered_lines(path, text):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserInputError(f"{where}: invalid JSON ({err.msg})") from err
-        if not isinstance(obj, dict):
-            raise UserInputError(f"{where}: expected a JSON object")
-        yield number, obj
+def read_jsonl(path: str | Path) -> Iterator[ObjectLine]:
+    """The objects of a labels file or an exported split, with ``FILE:LINE`` errors (a JSON
+    error reads "invalid JSON", as exports have always worded it)."""
+    path = Path(path)
+    return read_objects(path, read_utf8(path), empty_message=None, not_json="invalid JSON")
 
 
 def check_messages(messages: Any, where: str) -> list[Row]:
@@ -156,8 +143,7 @@ def pairs_from_labels(
     (``low_confidence``; lines without ``p_a`` are hard labels and pass).
     """
     rows, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
-    for number, obj in read_jsonl(path):
-        where = f"{path}:{number}"
+    for _, where, obj in read_jsonl(path):
         preferred = obj.get("preferred")
         if preferred not in ("a", "b", "tie", "error"):
             raise UserInputError(
@@ -415,8 +401,8 @@ def export_prompts(
         if labels is None:
             raise UserInputError("--labels FILE is required with --source labels")
         rows = prompt_rows(
-            {"prompt": as_prompt(obj.get("prompt"), f"{labels}:{number}")}
-            for number, obj in read_jsonl(labels)
+            {"prompt": as_prompt(line.obj.get("prompt"), line.where)}
+            for line in read_jsonl(labels)
         )
     elif source in SFT_SOURCES:
         rows = prompt_rows(sft_rows(db_rows(SFT_SOURCES[source], db), f"{db}:{source}"))
@@ -444,7 +430,7 @@ def load_split(path: str | Path, split: str = "train"):
                 raise UserInputError(f"{path}: no '{split}' split (has {', '.join(data)})")
             data = data[split]
         return data
-    rows = [row for _, row in read_jsonl(path)]
+    rows = [line.obj for line in read_jsonl(path)]
     if not rows:
         raise UserInputError(f"{path}: no rows")
     return Dataset.from_list(rows)

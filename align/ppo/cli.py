@@ -9,7 +9,6 @@ line win), reads prompts from JSONL or a saved Hugging Face dataset, calls
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import click
 import yaml
 
 from datagen.errors import UserInputError
-from datagen.jsonl import numbered_lines
+from datagen.jsonl import read_objects
 
 PLOT_FILE = "ppo_curves.png"
 
@@ -45,17 +44,9 @@ def load_prompts(path: str | Path) -> list[str | list[dict[str, str]]]:
     if not path.is_file():
         raise UserInputError(f"{path}: no such file or directory")
     prompts = []
-    # Line by line rather than read_objects: this command words its line errors its own way.
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: cannot read: {exc}") from None
-    for _, where, line in numbered_lines(path, text):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserInputError(f"{where}: not valid JSON: {exc.msg}") from None
-        if not isinstance(row, dict) or "prompt" not in row:
+    for _, where, row in read_objects(path, empty_message=None,
+                                      not_object="missing key 'prompt'"):
+        if "prompt" not in row:
             raise UserInputError(f"{where}: missing key 'prompt'")
         prompts.append(_checked_prompt(row["prompt"], where))
     if not prompts:

@@ -40,10 +40,10 @@ def read_export(path: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
         return "Hugging Face dataset (save_to_disk)", _read_dataset_dir(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such dataset (--dataset)")
-    splits = {"train": [row for _, row in read_jsonl(path)]}
+    splits = {"train": [line.obj for line in read_jsonl(path)]}
     test = sibling_test_path(path)
     if path.name.endswith(".jsonl") and test != path and test.is_file():
-        splits["test"] = [row for _, row in read_jsonl(test)]
+        splits["test"] = [line.obj for line in read_jsonl(test)]
     return "JSONL", splits
 
 

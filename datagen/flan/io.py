@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 import shutil
 import sys
@@ -26,6 +25,7 @@ from typing import Any, NamedTuple, TextIO
 
 from datagen.errors import UserInputError
 from datagen.flan.template_files import MAX_OPTIONS, TaskTemplates
+from datagen.jsonl import atomic_write
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
            ".parquet": "parquet"}
@@ -389,27 +389,17 @@ def checked_rows(path: Path, spec: RowSpec, on_bad_row: str, bad: BadRows) -> It
 
 @contextmanager
 def atomic_output(out: str) -> Iterator[TextIO]:
-    """A temporary text file (``handle.name`` is its path) that becomes ``out`` (or is copied to
-    stdout for ``-``) only when the block finishes without an exception; else it is removed."""
-    target = None if out == "-" else Path(out)
-    if target is not None and target.is_dir():
-        raise UserInputError(f"{out}: is a directory")
-    folder = target.parent if target is not None else None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".flan-", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise UserInputError(f"{out}: cannot write ({exc.strerror})") from None
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the output is an ordinary file
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+    """``datagen.jsonl.atomic_write`` to ``out``, or for ``-`` a temporary file copied to stdout
+    when the block finishes without an exception (``handle.name`` is the file written, for
+    reading it back before it is renamed)."""
+    if out != "-":
+        with atomic_write(out) as handle:
             yield handle
-        if target is None:
-            with open(tmp, encoding="utf-8") as src:
-                shutil.copyfileobj(src, sys.stdout)
-            sys.stdout.flush()
-        else:
-            os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        return
+    with tempfile.TemporaryDirectory(prefix="flan-") as folder:
+        path = Path(folder) / "out.jsonl"
+        with atomic_write(path) as handle:
+            yield handle
+        with path.open(encoding="utf-8") as src:
+            shutil.copyfileobj(src, sys.stdout)
+        sys.stdout.flush()

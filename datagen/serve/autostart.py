@@ -29,6 +29,7 @@ import aiohttp
 
 from datagen.endpoint.client import ClientConfig, LLMClient, run_async
 from datagen.errors import UserInputError
+from datagen.jsonl import atomic_write
 from datagen.processes import die_with_parent
 from datagen.serve.default_model import cache_root, served_model_id
 
@@ -65,9 +66,8 @@ def write_record(model: str, base_url: str, model_id: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"pid": os.getpid(), "port": urlsplit(base_url).port, "base_url": base_url,
             "model": model_id}
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
-        json.dump(data, fh)
-    os.replace(fh.name, path)
+    with atomic_write(path) as handle:
+        json.dump(data, handle)
     return path
 
 

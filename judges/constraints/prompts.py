@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datagen.errors import UserInputError
-from datagen.jsonl import note_unique, numbered_lines
+from datagen.jsonl import note_unique, read_objects, read_text
 from judges.constraints.checkers import Spec
 from judges.constraints.compat import compatible, kinds_compatible
 from judges.constraints.kinds import KINDS, Constraint, parse_constraints
@@ -84,29 +84,20 @@ def load_base_prompts(path: Path | None = None) -> list[BasePrompt]:
     """Read a JSONL file of ``{"prompt": ..., "id": ...}`` lines (id optional: a hash of the
     text is used); raises UserInputError naming the file and line of the first bad row."""
     path = path or bundled_prompts_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: cannot read prompts file ({exc})") from exc
     prompts: list[BasePrompt] = []
     seen: dict[str, int] = {}
-    # Line by line rather than read_objects: this file words its JSON errors its own way.
-    for lineno, where, line in numbered_lines(path, text):
-        prompt = _parse_prompt_line(line, where)
+    for lineno, where, row in read_objects(
+        path, read_text(path, cannot_read="cannot read prompts file"),
+        empty_message=f"{path}: no prompts in file",
+        not_object='expected a JSON object with a "prompt" field',
+    ):
+        prompt = _prompt_line(row, where)
         note_unique(seen, prompt.id, lineno, where, what="prompt id")
         prompts.append(prompt)
-    if not prompts:
-        raise UserInputError(f"{path}: no prompts in file")
     return prompts
 
 
-def _parse_prompt_line(line: str, where: str) -> BasePrompt:
-    try:
-        row = json.loads(line)
-    except ValueError as exc:
-        raise UserInputError(f"{where}: not valid JSON ({exc.args[0]})") from exc
-    if not isinstance(row, dict):
-        raise UserInputError(f'{where}: expected a JSON object with a "prompt" field')
+def _prompt_line(row: dict[str, Any], where: str) -> BasePrompt:
     text = row.get("prompt")
     if not isinstance(text, str) or not text.strip():
         raise UserInputError(f'{where}: missing or empty "prompt" (a non-empty string)')
