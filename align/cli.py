@@ -18,7 +18,7 @@ COMMANDS = {
     "label": "judges.cli:label",
     "judge-report": "judges.cli:judge_report",
     "judge-audit": "judges.cli:judge_audit",
-    "judge-revisions": "judges.cli_revisions:judge_revisions",
+    "judge-revisions": "judges.cli:judge_revisions",
     "report": "align.report.cli:report",
     "service": "align.service.cli:service",
     "label-queue": "align.service.cli:label_queue",
@@ -51,9 +51,9 @@ TRAIN_COMMANDS = {
 }
 
 EVAL_COMMANDS = {
-    "rm": "align.train.cli:eval_rm",
+    "rm": "align.eval.cli:eval_rm",
     "winrate": "align.eval.cli:eval_winrate",
-    "constraints": "align.pipeline.cli:eval_constraints",
+    "constraints": "align.eval.cli:eval_constraints",
 }
 
 

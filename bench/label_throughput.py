@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from judges.cli import load_rubrics, run_judges
 from judges.pairs import PairRow, pair_row
 from judges.pairwise import PairwiseSettings
+from judges.setup import load_rubrics, run_judges
 
 REPLY = {
     "id": "bench", "object": "chat.completion", "created": 0, "model": "bench",

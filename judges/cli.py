@@ -1,177 +1,33 @@
-"""`rlaif label`, `rlaif judge-report` and `rlaif judge-audit`: label pairs, measure judges."""
+"""`rlaif label`, `rlaif judge-report`, `rlaif judge-audit` and `rlaif judge-revisions` (parse,
+call, print): label pairs, measure judges, and judge constitutional revisions.
+
+The judge options and setup they share are in ``judges.setup``. `judge-revisions` is the judge
+check of `rlaif generate constitutional`, a command of its own because the generator lives in
+``datagen`` and the judges build on it, never the reverse; it stores its verdicts in
+``cai_samples.judge_agrees`` (``judges.revisions``).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from datagen import store
-from datagen.connect import client_config, client_options, endpoint_url, pop_client_options
-from datagen.endpoint.client import LLMClient, Stats, run_async
+from datagen.constitutional.loop import load_samples, record_judge_verdicts
+from datagen.endpoint.client import Stats
 from datagen.errors import UserInputError
-from datagen.responses.sample import load_pairs, write_jsonl
+from datagen.jsonl import write_jsonl
+from datagen.responses.sample import load_pairs
 from judges.audit import audit_metrics, format_audit, load_audit_set
 from judges.constraints.verify import verify_pair
 from judges.pairs import PairRow, pair_row, read_pairs
-from judges.pairwise import PairwiseSettings, judge_pairwise
-from judges.panel import JudgeFn, judge_verify, label_pairs
-from judges.pointwise import POINTWISE_FIELDS, PointwiseRubric, judge_score
 from judges.report import build_report, format_report, read_labels
-from judges.rubric import PAIRWISE_FIELDS, PairwiseRubric, default_rubric_path, load_rubric
-
-ENDPOINT_JUDGES = ("pairwise", "score")
-RUBRIC_KINDS = {"pairwise": (PairwiseRubric, PAIRWISE_FIELDS),
-                "pointwise": (PointwiseRubric, POINTWISE_FIELDS)}
-
-
-def judge_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every judging command shares (they arrive as keyword arguments)."""
-    options = [
-        click.option("--judge", "judges", multiple=True, default=("pairwise",), show_default=True,
-                     help="pairwise (LLM compares the two), score (LLM rates each 1-10), verify "
-                          "(check the row's constraints), rm:PATH (a trained reward model). "
-                          "Repeat for a panel: p_a is the mean, each judge's verdicts are kept."),
-        click.option("--judge-base-url", default=None,
-                     help="Judge endpoint (same as --base-url). Default: $OPENAI_BASE_URL, else "
-                          "the embedded model."),
-        click.option("--judge-model", default=None, help="Judge model (same as --model)."),
-        click.option("--rubric", "rubrics", multiple=True, type=click.Path(dir_okay=False),
-                     help="Judge config YAML replacing the shipped one of its kind (pairwise or "
-                          "pointwise); see judges/rubrics/."),
-        click.option("--orders", default="both", show_default=True,
-                     type=click.Choice(["both", "random", "first"]),
-                     help="Show each pair in both orders, one random order, or as given."),
-        click.option("--soft", is_flag=True,
-                     help="Read p_a from the verdict tokens' logprobs (softmax over the two)."),
-        click.option("--cot", is_flag=True,
-                     help="Ask for a rationale first, then the one-token verdict scored from "
-                          "its logprobs (implies --soft)."),
-        click.option("--tie-margin", default=0.05, show_default=True,
-                     type=click.FloatRange(0, 0.5),
-                     help="A pair is a tie when |p_a - 0.5| is at most this."),
-        click.option("--seed", default=0, show_default=True, help="Seed of --orders random."),
-        click.option("--db", default="rlaif.db", show_default=True,
-                     type=click.Path(path_type=Path), help="Project database (request ledger)."),
-    ]
-    return client_options(functools.reduce(lambda f, opt: opt(f), reversed(options), fn))
-
-
-def parse_judges(specs: tuple[str, ...]) -> list[str]:
-    """Validated judge names, in order, without repeats."""
-    out: list[str] = []
-    for spec in specs:
-        if spec not in ("pairwise", "score", "verify") and not (
-                spec.startswith("rm:") and len(spec) > 3):
-            raise UserInputError(
-                f"--judge: unknown judge {spec!r} (use pairwise, score, verify or rm:PATH)")
-        if spec not in out:
-            out.append(spec)
-    return out
-
-
-def load_rubrics(paths: tuple[str, ...]) -> dict[str, Any]:
-    """The shipped rubric of each kind, replaced by the --rubric files given."""
-    rubrics = {kind: load_rubric(default_rubric_path(kind), model, **fields)
-               for kind, (model, fields) in RUBRIC_KINDS.items()}
-    for path in paths:
-        try:
-            kind = (yaml.safe_load(Path(path).read_text()) or {}).get("kind", "pairwise")
-        except (OSError, yaml.YAMLError, AttributeError) as exc:
-            raise UserInputError(f"{path}: cannot read rubric: {exc}") from None
-        if kind not in RUBRIC_KINDS:
-            raise UserInputError(f"{path}: kind must be pairwise or pointwise, got {kind!r}")
-        model, fields = RUBRIC_KINDS[kind]
-        rubrics[kind] = load_rubric(path, model, **fields)
-    return rubrics
-
-
-def make_judges(specs: list[str], client: LLMClient | None, rubrics: dict[str, Any],
-                settings: PairwiseSettings) -> dict[str, JudgeFn]:
-    """One async labelling function per judge name."""
-    judges: dict[str, JudgeFn] = {}
-    for spec in specs:
-        if spec == "pairwise":
-            judges[spec] = functools.partial(
-                judge_pairwise, client, rubric=rubrics["pairwise"], settings=settings)
-        elif spec == "score":
-            judges[spec] = functools.partial(
-                judge_score, client, rubric=rubrics["pointwise"], model=settings.model,
-                tie_margin=settings.tie_margin)
-        elif spec == "verify":
-            judges[spec] = functools.partial(asyncio.to_thread, judge_verify)
-        else:
-            from judges.reward_judge import judge_reward_model  # imports torch: only when used
-
-            judges[spec] = functools.partial(
-                asyncio.to_thread, judge_reward_model, path=spec[3:],
-                tie_margin=settings.tie_margin)
-    return judges
-
-
-def run_judges(rows: list[PairRow], specs: list[str], rubrics: dict[str, Any],
-               settings: PairwiseSettings, options: dict[str, Any],
-               db: Path) -> tuple[list[dict[str, Any]], int, Stats]:
-    """Label rows with the judges; start or reach the endpoint only when a judge needs one."""
-    if not any(spec in ENDPOINT_JUDGES for spec in specs):
-        judges = make_judges(specs, None, rubrics, settings)
-        labels, failed = run_async(label_pairs(rows, judges, settings.tie_margin))
-        return labels, failed, Stats()
-    with endpoint_url(options.get("base_url"), options.get("model")) as (url, model):
-        config = client_config(options, url, model=model)
-        database = store.open_db(db)
-        settings = settings.model_copy(update={"model": model})
-
-        async def go():
-            async with LLMClient(config, database) as client:
-                judges = make_judges(specs, client, rubrics, settings)
-                labels, failed = await label_pairs(rows, judges, settings.tie_margin)
-                return labels, failed, client.stats
-
-        return run_async(go())
-
-
-def judge_setup(
-    kwargs: dict[str, Any], *, orders: str | None = None, seed: int | None = None
-) -> tuple[list[str], dict, PairwiseSettings, dict, Path | None]:
-    """Split a judging command's options into (judges, rubrics, settings, endpoint options, db).
-
-    A command without ``--orders``/``--seed``/``--db`` of its own passes ``orders`` and ``seed``
-    and gets None for the database."""
-    options = pop_client_options(kwargs)
-    for ours, theirs in (("judge_base_url", "base_url"), ("judge_model", "model")):
-        value = kwargs.pop(ours)
-        if value and options.get(theirs) and value != options[theirs]:
-            raise UserInputError(f"--{ours.replace('_', '-')} and --{theirs.replace('_', '-')} "
-                                 "disagree; give one")
-        options[theirs] = value or options.get(theirs)
-    specs = parse_judges(kwargs.pop("judges"))
-    rubrics = load_rubrics(kwargs.pop("rubrics"))
-    cot = kwargs.pop("cot")
-    settings = PairwiseSettings(orders=orders or kwargs.pop("orders"),
-                                soft=kwargs.pop("soft") or cot, cot=cot,
-                                seed=kwargs.pop("seed") if seed is None else seed,
-                                tie_margin=kwargs.pop("tie_margin"), model=options.get("model"))
-    return specs, rubrics, settings, options, kwargs.pop("db", None)
-
-
-def provenance(specs: list[str], rubrics: dict[str, Any], settings: PairwiseSettings) -> dict:
-    """What produced a label: judges, model, rubric names and hashes, protocol."""
-    used = {"pairwise": "pairwise", "score": "pointwise"}
-    return {
-        "judges": specs, "model": settings.model,
-        "rubrics": {used[s]: f"{rubrics[used[s]].name}@{rubrics[used[s]].sha}"
-                    for s in specs if s in used},
-        "orders": settings.orders, "soft": settings.soft, "cot": settings.cot,
-        "tie_margin": settings.tie_margin,
-    }
+from judges.revisions import revision_pairs, revision_verdicts
+from judges.setup import judge_options, judge_setup, provenance, run_judges
 
 
 def _summary(labels: list[dict[str, Any]], stats: Stats) -> str:
@@ -190,7 +46,7 @@ def _summary(labels: list[dict[str, Any]], stats: Stats) -> str:
 @click.option("--on-bad-row", default="fail", show_default=True,
               type=click.Choice(["fail", "skip"]),
               help="fail: stop before any request; skip: leave bad lines out and say so.")
-@judge_options
+@judge_options()
 def label(input_path: Path | None, output: Path, on_bad_row: str, **kwargs: Any) -> None:
     """Label response pairs with AI judges (both orders, soft labels, CoT, panels).
 
@@ -244,7 +100,7 @@ def judge_report(labels_file: Path, as_json: bool, reference: str | None) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print the measures as one JSON object.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Also write the audit labels JSONL here.")
-@judge_options
+@judge_options()
 def judge_audit(as_json: bool, output: Path | None, **kwargs: Any) -> None:
     """Run the judge over the built-in audit set: accuracy on pairs with a known better answer,
     position consistency, length bias and the injection flip rate."""
@@ -255,5 +111,42 @@ def judge_audit(as_json: bool, output: Path | None, **kwargs: Any) -> None:
     metrics = audit_metrics(labels)
     click.echo(json.dumps(metrics, indent=2) if as_json else format_audit(metrics))
     click.echo(f"judge-audit: {_summary(labels, stats)}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@click.command("judge-revisions")
+@click.option("--run-id", default=None,
+              help="Judge one constitutional run's rows (default: every stored row).")
+@judge_options()
+def judge_revisions(run_id: str | None, **kwargs: Any) -> None:
+    """Ask AI judges whether each constitutional revision is better than the initial answer.
+
+    Every row of `cai_samples` that would become a preference pair is judged as (final
+    revision, initial answer), in both orders by default, and gets `judge_agrees`: true (the
+    revision is better), false (the initial answer is better) or null (tie, inconsistent
+    across orders, or error). `rlaif export preference --source constitutional
+    --drop-judge-disagrees` then leaves out the pairs marked false. A rerun sends only what the
+    ledger lacks. Exit status: 0; 1 when some requests failed (rerun to retry them); 2 on bad
+    usage.
+    """
+    specs, rubrics, settings, options, db = judge_setup(kwargs)
+    if "verify" in specs:
+        raise UserInputError("--judge verify: revisions have no constraints to verify")
+    if not db.is_file():
+        raise UserInputError(f"{db}: no such database (give --db)")
+    rows = revision_pairs(load_samples(store.open_db(db), run_id))
+    if not rows:
+        raise UserInputError(f"{db}: no constitutional revisions to judge "
+                             "(run `rlaif generate constitutional` first)")
+    labels, failed, stats = run_judges(rows, specs, rubrics, settings, options, db)
+    verdicts = revision_verdicts(rows, labels)
+    record_judge_verdicts(store.open_db(db), verdicts)
+    values = list(verdicts.values())
+    click.echo(
+        f"judge-revisions: {len(values)} pairs: revision better {values.count(True)}, initial "
+        f"better {values.count(False)}, undecided {values.count(None)}; "
+        f"{stats.ok + stats.failed + stats.skipped} requests ({stats.from_ledger} from the "
+        f"ledger, {stats.failed} failed)", err=True)
     if failed:
         sys.exit(1)

@@ -19,7 +19,7 @@ from datagen.constitutional.loop import (
     save_samples,
 )
 from datagen.endpoint.client import ClientConfig, LLMClient, run_async
-from judges.cli_revisions import judge_revisions
+from judges.cli import judge_revisions
 
 CONSTITUTION = """\
 principles:

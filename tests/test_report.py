@@ -35,7 +35,7 @@ from datagen.self_instruct.generate import (
     SelfInstructConfig,
     summarise,
 )
-from judges.constraints.cli import TABLE as CONSTRAINED_TABLE
+from judges.constraints.prompts import TABLE as CONSTRAINED_TABLE
 from judges.constraints.prompts import add_constraints, load_base_prompts
 
 GOLDEN = Path(__file__).parent / "golden" / "report"

@@ -1,6 +1,9 @@
-"""`rlaif eval winrate`: parse options, answer the prompts with both models, judge, print.
+"""The `rlaif eval` group: `rm`, `winrate` and `constraints` (parse options, call, print).
 
-The judging options are those of `rlaif label` (``--judge``, ``--judge-base-url``,
+`eval rm` measures a reward model's pairwise accuracy (``align.eval.reward_model``); `eval
+constraints` the held-out constraint satisfaction of policies (``align.eval.heldout``); `eval
+winrate` answers the prompts with both models, judges each pair and prints the win rate.
+Its judging options are those of `rlaif label` (``--judge``, ``--judge-base-url``,
 ``--judge-model``, ``--rubric``, ``--soft``, ``--cot``, ``--tie-margin`` and the endpoint
 limits, which also apply to URL models); pairs are always judged in both orders. The work is
 in ``align.eval.winrate``.
@@ -8,15 +11,15 @@ in ``align.eval.winrate``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from align.eval.heldout import constraint_eval, format_eval
 from align.eval.winrate import (
     Endpoint,
     Sampling,
@@ -34,35 +37,12 @@ from align.eval.winrate import (
     write_result,
 )
 from datagen import store
-from datagen.connect import client_config, client_options, dump_options
+from datagen.connect import client_config, dump_options
 from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import UserInputError
+from datagen.jsonl import atomic_write
 from datagen.responses.sample import PromptItem, Response, read_prompts
-from judges.cli import judge_setup, provenance, run_judges
-
-
-def winrate_judge_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`rlaif label`'s judge options, less --orders (always both), --seed and --db (ours)."""
-    options = [
-        click.option("--judge", "judges", multiple=True, default=("pairwise",), show_default=True,
-                     help="pairwise, score, verify (the prompts' constraints) or rm:PATH; "
-                          "repeat for a panel (as in `rlaif label`)."),
-        click.option("--judge-base-url", default=None,
-                     help="Judge endpoint (same as --base-url). Default: $OPENAI_BASE_URL, else "
-                          "the embedded model."),
-        click.option("--judge-model", default=None, help="Judge model (same as --model)."),
-        click.option("--rubric", "rubrics", multiple=True, type=click.Path(dir_okay=False),
-                     help="Judge config YAML replacing the shipped one of its kind."),
-        click.option("--soft", is_flag=True,
-                     help="Read p_a from the verdict tokens' logprobs."),
-        click.option("--cot", is_flag=True,
-                     help="Ask for a rationale first, then the one-token verdict "
-                          "(implies --soft)."),
-        click.option("--tie-margin", default=0.05, show_default=True,
-                     type=click.FloatRange(0, 0.5),
-                     help="A pair is a tie when |p_a - 0.5| is at most this."),
-    ]
-    return client_options(functools.reduce(lambda f, opt: opt(f), reversed(options), fn))
+from judges.setup import judge_options, judge_setup, provenance, run_judges
 
 
 def answer_both(sources: list[Source], prompts: list[PromptItem], sampling: Sampling,
@@ -107,7 +87,7 @@ def answer_both(sources: list[Source], prompts: list[PromptItem], sampling: Samp
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path),
               help="Write the result JSON here and the labelled pairs to RESULT.pairs.jsonl "
                    "(readable by `rlaif judge-report`).")
-@winrate_judge_options
+@judge_options(protocol=False)
 def eval_winrate(policy: str, policy_model: str | None, reference: str,
                  reference_model: str | None, prompts_path: Path, n_prompts: int | None,
                  max_tokens: int, temperature: float, seed: int, db: Path,
@@ -162,3 +142,58 @@ def eval_winrate(policy: str, policy_model: str | None, reference: str,
         click.echo(f"eval winrate: {failed} pairs had a failed request; rerun to retry them",
                    err=True)
         sys.exit(1)
+
+
+@click.command("rm")
+@click.option("--model", required=True, help="Reward model directory (from `rlaif train rm`).")
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="Preference export: JSONL, or a dataset directory (its 'test' split).")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_rm(model: str, data: str, batch_size: int, as_json: bool) -> None:
+    """Pairwise accuracy of a reward model on held-out preference pairs."""
+    from align.eval.reward_model import reward_accuracy
+
+    result = reward_accuracy(model, data, batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"accuracy {result['accuracy']:.3f} ({result['correct']}/{result['count']} "
+                   f"pairs), mean margin {result['mean_margin']:.3f}")
+
+
+@click.command("constraints")
+@click.option("--prompts", required=True, type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path),
+              help="Held-out constrained prompts JSONL (from `rlaif generate constrained -o`).")
+@click.option("--model", "models", multiple=True, required=True,
+              help="A policy: 'default' (the embedded model) or a model directory. Repeat; "
+                   "the first is the baseline.")
+@click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0),
+              help="Sampling temperature (0: greedy), the same for every policy.")
+@click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1),
+              help="New tokens per answer.")
+@click.option("--samples", default=1, show_default=True, type=click.IntRange(1),
+              help="Answers per prompt.")
+@click.option("--seed", default=0, show_default=True, help="Sampling and bootstrap seed.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the report (with per-answer results) as JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
+                     max_tokens: int, samples: int, seed: int, batch_size: int,
+                     output: Path | None, as_json: bool) -> None:
+    """Held-out constraint satisfaction of policies (all constraints met, per constraint kind)
+    with Wilson 95% intervals, and each policy's difference from the first."""
+    report = constraint_eval(list(models), prompts, temperature=temperature,
+                             max_new_tokens=max_tokens, samples=samples, seed=seed,
+                             batch_size=batch_size)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output) as fh:
+            json.dump(report, fh, indent=1)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        for line in format_eval(report):
+            click.echo(line)

@@ -1,11 +1,10 @@
-"""`rlaif run PIPELINE.yaml`, `rlaif demo` and `rlaif eval constraints`: parse, call, print.
+"""`rlaif run PIPELINE.yaml` and `rlaif demo`: parse, call, print.
 
-The work is elsewhere: ``align.pipeline.file`` reads and checks a pipeline file,
-``align.pipeline.run`` runs its stages and ``align.eval.heldout`` measures constraint satisfaction.
-``run`` checks a pipeline file and runs its stages, ``demo`` runs the built-in
-``align/pipeline/recipes/demo.yaml`` (the whole journey from generated data to a trained policy on
-the embedded model), and ``eval constraints`` measures how often policies satisfy the constraints
-of held-out prompts, which is how the demo ends.
+The work is elsewhere: ``align.pipeline.file`` reads and checks a pipeline file and
+``align.pipeline.run`` runs its stages. ``run`` checks a pipeline file and runs its stages;
+``demo`` runs the built-in ``align/pipeline/recipes/demo.yaml`` (the whole journey from generated
+data to a trained policy on the embedded model), which ends with `rlaif eval constraints`
+(``align.eval.heldout``), whose table it prints.
 """
 
 from __future__ import annotations
@@ -19,11 +18,10 @@ from typing import Any
 import click
 import yaml
 
-from align.eval.heldout import constraint_eval, format_eval
+from align.eval.heldout import format_eval
 from align.pipeline.file import Plan, load_plan
 from align.pipeline.run import describe_plan, last_output, run_plan
 from datagen.errors import UserInputError
-from datagen.jsonl import atomic_write
 
 DEMO_FILE = "demo.yaml"
 
@@ -135,40 +133,3 @@ def demo(output: Path, quick: bool, base_url: str | None, from_stage: str | None
                         for line in format_eval(json.loads(path.read_text())):
                             click.echo(line)
     sys.exit(code)
-
-
-@click.command("constraints")
-@click.option("--prompts", required=True, type=click.Path(exists=True, dir_okay=False,
-                                                          path_type=Path),
-              help="Held-out constrained prompts JSONL (from `rlaif generate constrained -o`).")
-@click.option("--model", "models", multiple=True, required=True,
-              help="A policy: 'default' (the embedded model) or a model directory. Repeat; "
-                   "the first is the baseline.")
-@click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0),
-              help="Sampling temperature (0: greedy), the same for every policy.")
-@click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1),
-              help="New tokens per answer.")
-@click.option("--samples", default=1, show_default=True, type=click.IntRange(1),
-              help="Answers per prompt.")
-@click.option("--seed", default=0, show_default=True, help="Sampling and bootstrap seed.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the report (with per-answer results) as JSON here.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
-                     max_tokens: int, samples: int, seed: int, batch_size: int,
-                     output: Path | None, as_json: bool) -> None:
-    """Held-out constraint satisfaction of policies (all constraints met, per constraint kind)
-    with Wilson 95% intervals, and each policy's difference from the first."""
-    report = constraint_eval(list(models), prompts, temperature=temperature,
-                             max_new_tokens=max_tokens, samples=samples, seed=seed,
-                             batch_size=batch_size)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(output) as fh:
-            json.dump(report, fh, indent=1)
-    if as_json:
-        click.echo(json.dumps(report, indent=1))
-    else:
-        for line in format_eval(report):
-            click.echo(line)

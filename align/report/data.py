@@ -28,7 +28,7 @@ from datagen.constitutional.loop import TABLE as CAI_TABLE
 from datagen.errors import UserInputError
 from datagen.flan.render import TABLE as FLAN_TABLE
 from datagen.self_instruct.generate import INSTRUCTIONS as SI_INSTRUCTIONS
-from judges.constraints.cli import TABLE as CONSTRAINED_TABLE
+from judges.constraints.prompts import TABLE as CONSTRAINED_TABLE
 from judges.report import LABEL_FIELDS, PREFERRED
 
 LEDGER, RUNS = "requests", "runs"

@@ -1,5 +1,4 @@
-"""`rlaif train sft|rm|dpo` and `rlaif eval rm`: parse options, call ``align.train.trainers`` /
-``align.eval.reward_model``, print a summary.
+"""`rlaif train sft|rm|dpo`: parse options, call ``align.train.trainers``, print a summary.
 
 Options map one-to-one onto fields of TRL's configs (``--lr`` -> ``learning_rate``,
 ``--epochs`` -> ``num_train_epochs``, ...); everything else goes in ``--config FILE.yaml``
@@ -9,7 +8,6 @@ with TRL's own field names. Under ``torchrun`` every rank runs the command; only
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -88,21 +86,3 @@ def train_dpo(beta: float | None, loss_type: list[str] | None, precompute_ref: b
     """Direct preference optimisation on preference pairs (TRL DPOTrainer)."""
     run("dpo", beta=beta, loss_type=loss_type, precompute_ref_log_probs=precompute_ref,
         **options)
-
-
-@click.command("rm")
-@click.option("--model", required=True, help="Reward model directory (from `rlaif train rm`).")
-@click.option("--data", required=True, type=click.Path(exists=True),
-              help="Preference export: JSONL, or a dataset directory (its 'test' split).")
-@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def eval_rm(model: str, data: str, batch_size: int, as_json: bool) -> None:
-    """Pairwise accuracy of a reward model on held-out preference pairs."""
-    from align.eval.reward_model import reward_accuracy
-
-    result = reward_accuracy(model, data, batch_size=batch_size)
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        click.echo(f"accuracy {result['accuracy']:.3f} ({result['correct']}/{result['count']} "
-                   f"pairs), mean margin {result['mean_margin']:.3f}")

@@ -19,13 +19,12 @@ from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write
 from judges.constraints.prompts import (
     MAX_CONSTRAINTS,
+    TABLE,
     ConstrainedPrompt,
     add_constraints,
     bundled_prompts_path,
     load_base_prompts,
 )
-
-TABLE = "constrained_prompts"
 
 
 def parse_range(value: str) -> tuple[int, int]:
