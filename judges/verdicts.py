@@ -1,11 +1,11 @@
 """Asking a judge model and reading its verdict, for every LLM judge.
 
-Judge requests go through the request ledger in one sweep (``ask_all``), so a rerun answers
-from the ledger whatever an earlier run paid for. A verdict is read from the reply text
-("A", "[[A]]", "**B**") or, for a soft label, from the log-probabilities of the verdict tokens
-renormalised over just those tokens; ``preferred_from_p`` turns a soft label p_a into "a", "b"
-or "tie" (MT-Bench, Zheng et al. 2023, arXiv 2306.05685; RLAIF, Lee et al. 2023, arXiv
-2309.00267).
+Judge requests go through the request ledger in one sweep (``ask_all``, the client's
+``call_many``), so a rerun answers from the ledger whatever an earlier run paid for. A verdict
+is read from the reply text ("A", "[[A]]", "**B**") or, for a soft label, from the
+log-probabilities of the verdict tokens renormalised over just those tokens;
+``preferred_from_p`` turns a soft label p_a into "a", "b" or "tie" (MT-Bench, Zheng et al.
+2023, arXiv 2306.05685; RLAIF, Lee et al. 2023, arXiv 2309.00267).
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from datagen.batch.file import BatchLine, run_batch
-from datagen.endpoint.client import CHAT_PATH, LLMClient
+from datagen.endpoint.client import CHAT_PATH, LLMClient, Request
 from datagen.endpoint.completion import Completion
-from datagen.endpoint.keys import request_key
 
 Preferred = Literal["a", "b", "tie", "error"]
 
@@ -27,14 +25,9 @@ Preferred = Literal["a", "b", "tie", "error"]
 
 
 async def ask_all(client: LLMClient, bodies: list[dict[str, Any]]) -> list[Completion]:
-    """Send chat bodies through the ledger in one sweep (one lookup, one pending commit);
-    identical bodies are sent once."""
-    keys = [request_key(CHAT_PATH, body) for body in bodies]
-    unique = dict(zip(keys, bodies, strict=True))
-    lines = [BatchLine(line_no=i, custom_id=key, path=CHAT_PATH, body=body, key=key)
-             for i, (key, body) in enumerate(unique.items())]
-    answers = dict(zip(unique, await run_batch(client, lines), strict=True)) if lines else {}
-    return [answers[key] for key in keys]
+    """Send chat bodies through the ledger in one sweep (``LLMClient.call_many``: one lookup,
+    one pending commit); identical bodies are sent once."""
+    return await client.call_many([Request(CHAT_PATH, body) for body in bodies])
 
 
 def chat_body(model: str | None, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from datagen import store
-from datagen.endpoint.client import ClientConfig, LLMClient, run_async
+from datagen.endpoint.client import ClientConfig, LLMClient, Request, run_async
 from datagen.endpoint.keys import request_key, resolve_url
 from datagen.endpoint.limits import price_for
 
@@ -241,3 +241,33 @@ def test_ledger_writes_do_not_interfere_with_the_callers_transactions(fake_llm, 
     assert all(r.ok for r in results)
     assert sum(store.count_rows(db, f"t{k}") for k in range(7)) == 200
     assert store.ledger_totals(db)["ok"] == 200
+
+
+def test_call_many_answers_in_order_sends_each_request_once_and_reruns_from_the_ledger(
+        fake_llm, tmp_path):
+    fake_llm.responder = lambda path, body: {
+        "text": f"{body['messages'][0]['content']}#{body.get('temperature')}"}
+    chat = "/v1/chat/completions"
+    requests = [Request(chat, {"model": "m", "messages": [{"role": "user", "content": c}],
+                               "temperature": t}, index)
+                for c, t, index in (("a", 0.0, 0), ("b", None, 0), ("a", 0.0, 0), ("a", 0.0, 1))]
+    db = store.open_db(tmp_path / "ledger.db")
+
+    def call_many():
+        async def go():
+            async with LLMClient(config(fake_llm), db) as client:
+                return await client.call_many(requests), client.stats
+
+        return run_async(go())
+
+    answers, stats = call_many()
+    assert [a.text for a in answers] == ["a#0.0", "b#None", "a#0.0", "a#0.0"]
+    assert answers[0].key == answers[2].key != answers[3].key  # the sample index tells apart
+    assert answers[1].key == request_key(chat, {"model": "m", "messages": [
+        {"role": "user", "content": "b"}]})  # keyed as `call` keys it: unset fields left out
+    assert len(fake_llm.requests) == 3 and stats.sent == 3
+    assert all(None not in r["body"].values() for r in fake_llm.requests)
+    again, stats = call_many()
+    assert [a.text for a in again] == [a.text for a in answers] and all(a.from_ledger
+                                                                       for a in again)
+    assert len(fake_llm.requests) == 3 and stats.from_ledger == 3

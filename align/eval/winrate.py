@@ -27,8 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from align.eval.intervals import wilson
-from datagen.batch.file import BatchLine, run_batch
-from datagen.endpoint.client import CHAT_PATH, LLMClient
+from datagen.endpoint.client import CHAT_PATH, LLMClient, Request
 from datagen.endpoint.keys import request_key
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write, write_jsonl
@@ -147,10 +146,8 @@ async def sample_answers(client: LLMClient, prompts: list[PromptItem], model: st
                 "temperature": sampling.temperature, "max_tokens": sampling.max_tokens,
                 "seed": sampling.seed}
         plan.append((item, body, request_key(CHAT_PATH, body, sample_index)))
-    lines = [BatchLine(line_no=i, custom_id=item.id, path=CHAT_PATH, body=body,
-                       sample_index=sample_index, key=key)
-             for i, (item, body, key) in enumerate(plan)]
-    answers = await run_batch(client, lines)
+    answers = await client.call_many(
+        [Request(CHAT_PATH, body, sample_index) for _, body, _ in plan])
     return [
         Response(id=f"{model}:{item.id}:{sample_index}", prompt_id=item.id, model=model,
                  sample_index=sample_index, temperature=sampling.temperature,

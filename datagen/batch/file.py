@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from datagen.endpoint.client import SUPPORTED_PATHS, LLMClient
+from datagen.endpoint.client import SUPPORTED_PATHS, LLMClient, Request
 from datagen.endpoint.completion import Completion
-from datagen.endpoint.keys import canonical_json, normalise_path, request_key
+from datagen.endpoint.keys import normalise_path, request_key
 from datagen.errors import UserInputError
 from datagen.jsonl import note_unique, read_objects, read_utf8, write_jsonl
 
@@ -129,26 +129,14 @@ async def run_batch(
     progress: Callable[[LLMClient, int], None] | None = None,
 ) -> list[Completion]:
     """Answer every line: from the ledger when it completed before, otherwise by sending it."""
-    known = await client.lookup([line.key for line in lines])
-    to_register = [
-        {"key": ln.key, "path": ln.path, "model": ln.body.get("model"),
-         "body": canonical_json(ln.body),
-         "sample_index": ln.sample_index}
-        for ln in lines if ln.key not in known
-    ]
-    await client.record_pending(to_register)
+    requests = [Request(line.path, line.body, line.sample_index) for line in lines]
     ticker = asyncio.create_task(_tick(client, len(lines), progress)) if progress else None
     try:
-        results = await asyncio.gather(*(
-            client.call(ln.path, ln.body, sample_index=ln.sample_index,
-                        known=known.get(ln.key) or {"status": "pending"})
-            for ln in lines
-        ))
+        return await client.call_many(requests)
     finally:
         if ticker:
             ticker.cancel()
             progress(client, len(lines))
-    return list(results)
 
 
 async def _tick(client: LLMClient, total: int, progress: Callable[[LLMClient, int], None]) -> None:

@@ -10,6 +10,7 @@ from datagen.endpoint.client import (
     SUPPORTED_PATHS,
     ClientConfig,
     LLMClient,
+    Request,
     Stats,
     run_async,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "ClientConfig",
     "Completion",
     "LLMClient",
+    "Request",
     "Stats",
     "canonical_json",
     "request_key",

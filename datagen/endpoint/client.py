@@ -19,11 +19,11 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -38,6 +38,14 @@ CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
 SUPPORTED_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
+
+
+class Request(NamedTuple):
+    """One request of ``LLMClient.call_many``: endpoint path, body and sample index."""
+
+    path: str
+    body: dict[str, Any]
+    sample_index: int = 0
 
 
 class ClientConfig(BaseModel):
@@ -255,6 +263,30 @@ class LLMClient:
         if self.db is not None and result.status != "skipped":
             self._queue.put_nowait(("finish", _finish_row(result, self._endpoint), None))
         return result
+
+    async def call_many(self, requests: Sequence[Request]) -> list[Completion]:
+        """Answer many requests, in order, through the ledger in one sweep: one lookup and one
+        pending commit for all of them, then every request concurrently within the client's
+        limits (as ``call`` would answer each). Identical requests (same path, body and sample
+        index) are one request: sent once, and each gets its answer."""
+        keys: list[str] = []
+        unique: dict[str, tuple[str, dict[str, Any], bytes, int]] = {}
+        for path, body, sample_index in requests:
+            body = {k: v for k, v in body.items() if v is not None}
+            payload = canonical_bytes(body)
+            key = payload_key(path, payload, sample_index)
+            keys.append(key)
+            unique.setdefault(key, (path, body, payload, sample_index))
+        if not unique:
+            return []
+        known = await self.lookup(list(unique))
+        await self.record_pending([_pending_row(key, *request) for key, request in unique.items()
+                                   if key not in known])
+        answers = await asyncio.gather(*(
+            self.call(path, body, sample_index=index, known=known.get(key) or {"status": "pending"})
+            for key, (path, body, _, index) in unique.items()))
+        by_key = dict(zip(unique, answers, strict=True))
+        return [by_key[key] for key in keys]
 
     def _over_budget(self) -> bool:
         cap = self.config.budget_usd

@@ -22,8 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from datagen import store
-from datagen.batch.file import BatchLine, run_batch
-from datagen.endpoint.client import CHAT_PATH, LLMClient
+from datagen.endpoint.client import CHAT_PATH, LLMClient, Request
 from datagen.endpoint.keys import canonical_json, request_key
 from datagen.errors import UserInputError
 from datagen.ids import content_id
@@ -124,9 +123,8 @@ async def sample_responses(
                     "temperature": temperature, "max_tokens": max_tokens}
             body = {k: v for k, v in body.items() if v is not None}
             plan.append((item, model, index, body, request_key(CHAT_PATH, body, index)))
-    lines = [BatchLine(line_no=i, custom_id=key, path=CHAT_PATH, body=body, sample_index=index,
-                       key=key) for i, (_, _, index, body, key) in enumerate(plan)]
-    answers = await run_batch(client, lines)
+    answers = await client.call_many(
+        [Request(CHAT_PATH, body, index) for _, _, index, body, _ in plan])
     return [
         Response(
             id=content_id(item.id, model, index, temperature, max_tokens), prompt_id=item.id,
