@@ -28,6 +28,13 @@ CLIENT_OPTION_NAMES = (
     "base_url", "api_key_env", "model", "concurrency", "rpm", "tpm", "max_retries",
     "timeout", "budget_usd", "prices",
 )
+KEY_ENV = "OPENAI_API_KEY"  # where the API key is read from unless --api-key-env names another
+# Options that are ClientConfig fields of the same name: their defaults are the config's.
+CONFIG_FIELDS = ("model", "concurrency", "rpm", "tpm", "max_retries", "timeout", "budget_usd")
+
+
+def _default(field: str) -> Any:
+    return ClientConfig.model_fields[field].default
 
 
 def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -36,18 +43,20 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--base-url", default=None,
                      help="OpenAI-style base URL (http://host:port/v1). Default: $OPENAI_BASE_URL, "
                           "else the embedded model, started on demand."),
-        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+        click.option("--api-key-env", default=KEY_ENV, show_default=True,
                      help="Name of the environment variable holding the API key."),
         click.option("--model", default=None, help="Model name sent to the endpoint."),
-        click.option("--concurrency", default=64, show_default=True, type=click.IntRange(1),
+        click.option("--concurrency", default=_default("concurrency"), show_default=True,
+                     type=click.IntRange(1),
                      help="Requests in flight at once."),
         click.option("--rpm", default=None, type=click.FloatRange(min=0, min_open=True),
                      help="Requests-per-minute limit."),
         click.option("--tpm", default=None, type=click.FloatRange(min=0, min_open=True),
                      help="Tokens-per-minute limit."),
-        click.option("--max-retries", default=5, show_default=True, type=click.IntRange(0),
+        click.option("--max-retries", default=_default("max_retries"), show_default=True,
+                     type=click.IntRange(0),
                      help="Retries on 429/5xx, timeouts, connection errors, bad bodies."),
-        click.option("--timeout", default=600.0, show_default=True,
+        click.option("--timeout", default=_default("timeout"), show_default=True,
                      type=click.FloatRange(min=0, min_open=True), help="Seconds per attempt."),
         click.option("--budget-usd", default=None, type=click.FloatRange(min=0),
                      help="Stop scheduling new requests once this much has been spent."),
@@ -77,19 +86,13 @@ def load_prices(path: str | None) -> dict[str, tuple[float, float]]:
 
 
 def client_config(options: dict[str, Any], base_url: str, **overrides: Any) -> ClientConfig:
-    """Build a ClientConfig from the parsed command-line options."""
-    key_var = options.get("api_key_env") or "OPENAI_API_KEY"
-    key = os.environ.get(key_var)
+    """Build a ClientConfig from the parsed command-line options (an option left unset gets
+    the config's default)."""
+    key = os.environ.get(options.get("api_key_env") or KEY_ENV)
     values = {
         "base_url": base_url,
         "api_key": SecretStr(key) if key else None,
-        "model": options.get("model"),
-        "concurrency": options.get("concurrency") or 64,
-        "rpm": options.get("rpm"),
-        "tpm": options.get("tpm"),
-        "max_retries": options.get("max_retries", 5),
-        "timeout": options.get("timeout") or 600.0,
-        "budget_usd": options.get("budget_usd"),
+        **{name: options[name] for name in CONFIG_FIELDS if options.get(name) is not None},
         "prices": load_prices(options.get("prices")),
         **overrides,
     }

@@ -1,4 +1,5 @@
-"""Shared fixtures: a scripted loopback OpenAI server and an isolated user cache folder."""
+"""Shared fixtures: a scripted loopback OpenAI server and an isolated user cache folder; and the
+golden-file check (``from conftest import assert_golden``)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,14 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     if "RLAIF_CACHE_DIR" not in os.environ:
         monkeypatch.setenv("RLAIF_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlaif-cache"))
+
+
+def assert_golden(path: Path, text: str) -> None:
+    """``text`` must equal the golden file at ``path`` (under tests/golden/);
+    ``RLAIF_UPDATE_GOLDEN=1`` rewrites the file instead (review the diff like code)."""
+    if os.environ.get("RLAIF_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"missing {path}; run with RLAIF_UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(encoding="utf-8"), \
+        f"{path} differs: rerun with RLAIF_UPDATE_GOLDEN=1 and review the diff"

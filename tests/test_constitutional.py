@@ -5,7 +5,6 @@ of the bundled constitution, and exports that TRL's DPOTrainer accepts."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import assert_golden
 from fake_openai import default_responder
 
 from align.cli import main
@@ -87,13 +87,6 @@ def generate(fake_llm, db_path: Path, prompts, constitution, concurrency: int = 
     samples = run_async(go())
     save_samples(db, samples)
     return samples, db
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("RLAIF_UPDATE_GOLDEN"):
-        path.write_text(text)
-    assert path.read_text() == text, f"{path} differs: rerun with RLAIF_UPDATE_GOLDEN=1, review"
 
 
 def user(text: str) -> dict:
@@ -452,7 +445,7 @@ def test_default_constitution_rendering_golden(fake_llm, tmp_path):
             f"principles:\n{principles}\n\n"
             f"prompt 'golden', seed 0 -> principle {sample.principle_ids[0]}\n\n"
             f"{render(fake_llm.bodies())}")
-    check_golden("default_rendering.txt", text)
+    assert_golden(GOLDEN / "default_rendering.txt", text)
     assert sample.final == "<revision>"
 
 
@@ -464,7 +457,7 @@ def test_default_red_team_prompts_golden():
         categories[p.category] = categories.get(p.category, 0) + 1
     summary = {"total": len(prompts), "multi_turn": sum(len(p.messages) > 1 for p in prompts),
                "categories": categories}
-    check_golden("red_team_prompts.json", json.dumps(summary, indent=2) + "\n")
+    assert_golden(GOLDEN / "red_team_prompts.json", json.dumps(summary, indent=2) + "\n")
 
 
 # --- exports -------------------------------------------------------------------------------------

@@ -4,13 +4,13 @@ the bundled data files, and the `rlaif generate constrained` command end to end.
 from __future__ import annotations
 
 import json
-import os
 import random
 import string
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import assert_golden
 
 from align.cli import main
 from datagen import store
@@ -70,15 +70,6 @@ EXAMPLES = [
 ]
 
 
-def assert_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("RLAIF_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"missing {path}; run with RLAIF_UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text(encoding="utf-8"), f"{path} differs (RLAIF_UPDATE_GOLDEN=1)"
-
-
 # --- data files ---------------------------------------------------------------------------
 
 
@@ -116,7 +107,7 @@ def test_golden_phrasings() -> None:
     for spec in parse_constraints(EXAMPLES):
         lines.append(f"## {spec.kind} {spec.variant or ''}".rstrip())
         lines += [p.format_map(spec.fields()) for p in phrasing_options(spec, phrasings)]
-    assert_golden("phrasings.txt", "\n".join(lines) + "\n")
+    assert_golden(GOLDEN / "phrasings.txt", "\n".join(lines) + "\n")
 
 
 def test_golden_rendered_prompts_seed_0() -> None:
@@ -135,7 +126,7 @@ def test_golden_rendered_prompts_seed_0() -> None:
         + "\n"
         for r in rows
     )
-    assert_golden("rendered_seed0.jsonl", text)
+    assert_golden(GOLDEN / "rendered_seed0.jsonl", text)
 
 
 # --- sampling -----------------------------------------------------------------------------

@@ -6,10 +6,10 @@ Golden files live in tests/golden/flan/;
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from conftest import assert_golden
 
 from datagen.errors import UserInputError
 from datagen.flan.render import (
@@ -43,15 +43,6 @@ FAMILY_DATA = {
     "translation": ("translation.jsonl", {"source_text": "src", "translation": "tgt",
                                           "source_language": "from", "target_language": "to"}),
 }
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("RLAIF_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"{path} missing: run with RLAIF_UPDATE_GOLDEN=1"
-    assert text == path.read_text(encoding="utf-8"), f"{path} differs (RLAIF_UPDATE_GOLDEN=1)"
 
 
 def as_text(examples) -> str:
@@ -187,14 +178,14 @@ def test_each_family_renders_its_dataset(task):
         assert user.strip() and target.strip()
         assert ex.answer in target
         assert "{" not in user.replace("{{", "") and "}" not in target
-    check_golden(f"{task}.txt", as_text(examples))
+    assert_golden(GOLDEN / f"{task}.txt", as_text(examples))
 
 
 def test_golden_random_options_two_shot():
     spec = load_templates(task_path("multiple_choice"))
     examples = convert([TaskInput(DATA / "multiple_choice.jsonl", spec, {})], shots=2,
                        options_style="random", cot=True, seed=7, limit=4)
-    check_golden("multiple_choice_random_2shot_cot.txt", as_text(examples))
+    assert_golden(GOLDEN / "multiple_choice_random_2shot_cot.txt", as_text(examples))
 
 
 def test_golden_option_styles():
@@ -209,11 +200,11 @@ def test_golden_option_styles():
             text, labels = render_options(["red", "green"], style)
             lines.append(f"=== {kind} {value!r} -> target {labels[1] if labels else 'green'}\n"
                          f"{text}\n")
-    check_golden("option_styles.txt", "\n".join(lines))
+    assert_golden(GOLDEN / "option_styles.txt", "\n".join(lines))
 
 
 def test_golden_paraphrase_prompt():
     spec = load_templates(task_path("nli"))
     messages = paraphrase_messages(load_paraphrase_prompt(), spec, spec.templates[0], 3)
     text = "\n".join(f"--- {m['role']}\n{m['content']}" for m in messages)
-    check_golden("paraphrase_prompt.txt", text)
+    assert_golden(GOLDEN / "paraphrase_prompt.txt", text)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import assert_golden
 
 from align.cli import main
 from judges.pointwise import POINTWISE_FIELDS, PointwiseRubric, expected_score, render_single
@@ -384,13 +384,8 @@ def test_reward_model_judge(tmp_path):
 
 
 def golden(name: str, messages: list[dict]) -> None:
-    text = "".join(f"=== {m['role']} ===\n{m['content']}\n" for m in messages)
-    path = GOLDEN / name
-    if os.environ.get("RLAIF_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"missing {path}; run with RLAIF_UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text(), f"{path} differs: rerun with RLAIF_UPDATE_GOLDEN=1, review"
+    assert_golden(GOLDEN / name, "".join(f"=== {m['role']} ===\n{m['content']}\n"
+                                         for m in messages))
 
 
 def test_rubric_prompts_golden():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from browser import Chromium
 from click.testing import CliRunner
+from conftest import assert_golden
 from PIL import Image
 
 from align.eval.intervals import wilson
@@ -364,9 +364,4 @@ def test_page_template_golden():
                 Section("b", "Second", "<p>body two</p>"),
                 Section("c", "Left out", note="no data & nothing to show.")]
     text = render_page("Report <title>", "Generated 2024-01-01 00:00 UTC.", sections)
-    path = GOLDEN / "page.html"
-    if os.environ.get("RLAIF_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"missing {path}; run with RLAIF_UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text(encoding="utf-8"), f"{path} differs (RLAIF_UPDATE_GOLDEN=1)"
+    assert_golden(GOLDEN / "page.html", text)

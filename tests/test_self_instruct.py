@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import assert_golden
 
 from datagen import store
 from datagen.endpoint.client import ClientConfig, LLMClient, run_async
@@ -50,14 +50,6 @@ from datagen.self_instruct.rouge import rouge_l
 
 GOLDEN = Path(__file__).parent / "golden" / "self_instruct"
 RLAIF = Path(sys.executable).parent / "rlaif"
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("RLAIF_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8"), f"{name} differs from its golden file"
 
 
 # --- a scripted model ---------------------------------------------------------------------
@@ -157,7 +149,7 @@ def test_generate_prompt_golden():
     instructions = [f"Task number {i}:  with   extra spaces" if i == 3 else f"Do task {i}."
                     for i in range(1, 9)]
     prompt = render_generate_prompt(instructions)
-    check_golden("generate.txt", prompt)
+    assert_golden(GOLDEN / "generate.txt", prompt)
     lines = prompt.splitlines()
     numbered = [ln for ln in lines if ln[:1].isdigit()]
     assert [int(ln.split(".")[0]) for ln in numbered] == list(range(1, 10))
@@ -166,7 +158,7 @@ def test_generate_prompt_golden():
 
 def test_classify_prompt_golden():
     prompt = render_classify_prompt("Decide if the email is spam.", SEEDS)
-    check_golden("classify.txt", prompt)
+    assert_golden(GOLDEN / "classify.txt", prompt)
     assert prompt.count("Classification task? Yes") == 2
     assert prompt.endswith("Task: Decide if the email is spam.\nClassification task?\n")
 
@@ -174,8 +166,8 @@ def test_classify_prompt_golden():
 def test_instance_prompts_golden():
     input_first = render_instance_prompt("Summarize the text.", False, SEEDS[1:3], 5)
     label_first = render_instance_prompt("Is the tweet sarcastic?", True, [SEEDS[0], SEEDS[3]], 5)
-    check_golden("instances_input.txt", input_first)
-    check_golden("instances_label.txt", label_first)
+    assert_golden(GOLDEN / "instances_input.txt", input_first)
+    assert_golden(GOLDEN / "instances_label.txt", label_first)
     assert "Example 1\nInput: Winter\nOutput: Snow on the fence post" in input_first
     assert "Example 1\nOutput: Keep a schedule" in input_first
     assert "Class label: Positive\nInput: Great phone." in label_first

@@ -17,7 +17,6 @@ update. On CPU, runs with the same seed give identical results.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -49,11 +48,11 @@ from align.ppo.rollout import (
     load_models,
     response_logits,
 )
+from align.train.metrics import METRICS_FILE, append_metrics
 
 __all__ = ["CONFIG_FILE", "METRICS_FILE", "PPOConfig", "PPOResult", "check_config",
            "config_from_dict", "resolve_bf16", "resolve_device", "train_ppo"]
 
-METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "ppo_config.yaml"
 
 
@@ -299,8 +298,7 @@ def _run(
             row["seconds"] = time.perf_counter() - tick
             result.metrics.append(row)
             if rank == 0:
-                with open(partial / METRICS_FILE, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                append_metrics(partial / METRICS_FILE, row)
             if on_update is not None:
                 on_update(row)
         if rank == 0:

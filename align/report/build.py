@@ -28,7 +28,6 @@ from align.report.data import (
     CURVE_GROUPS,
     EVAL_PATTERNS,
     LEDGER,
-    METRICS_FILE,
     RUNS,
     ReportInputs,
     check_inputs,
@@ -42,7 +41,6 @@ from align.report.data import (
     instruction_sources,
     judge_of,
     load_runs,
-    read_metrics,
     run_models,
     run_name,
     text_stats,
@@ -62,6 +60,7 @@ from align.report.html import (
     when,
     write_atomic,
 )
+from align.train.metrics import METRICS_FILE, read_metrics
 from datagen import store
 from datagen.flan.render import TABLE as FLAN_TABLE
 from datagen.self_instruct.generate import INSTRUCTIONS as SI_INSTRUCTIONS
@@ -320,12 +319,13 @@ def training_section(runs_dirs: Sequence[Path]) -> Section:
         return Section("training", "Training curves", note=note)
     body = []
     for path in files:
-        rows, bad = read_metrics(path)
+        skipped: list[str] = []
+        rows = read_metrics(path, skipped)
         name = run_name(path, runs_dirs)
         body.append(heading(name))
         x_key, groups = curves(rows)
-        if bad:
-            body.append(para(f"{bad} unreadable line(s) skipped.", "note"))
+        if skipped:
+            body.append(para(f"{len(skipped)} unreadable line(s) skipped.", "note"))
         if not groups:
             body.append(para(f"No loss, reward or KL values in {len(rows)} log line(s).",
                              "note"))

@@ -32,7 +32,6 @@ from judges.constraints.prompts import TABLE as CONSTRAINED_TABLE
 from judges.report import LABEL_FIELDS, PREFERRED
 
 LEDGER, RUNS = "requests", "runs"
-METRICS_FILE = "metrics.jsonl"
 EVAL_PATTERNS = ("eval*.json", "*winrate*.json", "*win_rate*.json", "*satisfaction*.json")
 RATE_KEY = re.compile(r"(win_rate|satisfaction_rate|satisfaction|accuracy|_rate)$")
 COUNT_KEYS = ("n", "count", "total", "pairs", "prompts", "num_examples")
@@ -265,21 +264,6 @@ def file_name(path: Path, roots: Sequence[Path]) -> str:
     """A file's name, prefixed with its run folder when it lies under a --runs-dir."""
     inside = any(path.is_relative_to(root) for root in roots)
     return f"{run_name(path, roots)}/{path.name}" if inside else path.name
-
-
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The JSON objects of a metrics.jsonl file and the number of unreadable lines (a run
-    killed mid-write leaves a cut last line)."""
-    rows, bad = [], 0
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.strip():
-                obj = _json_or(line, None)
-                if isinstance(obj, dict):
-                    rows.append(obj)
-                else:
-                    bad += 1
-    return rows, bad
 
 
 def curves(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, tuple[list, list]]]]:

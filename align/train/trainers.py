@@ -15,7 +15,6 @@ the output directory is always a plain model that ``rlaif eval``, PPO or DPO can
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import yaml
 from transformers import TrainerCallback
 
 from align.export.datasets import load_split, require_columns
+from align.train.metrics import METRICS_FILE, append_metrics, read_metrics
 from datagen.errors import UserInputError
 
 KINDS = ("sft", "rm", "dpo")
@@ -31,7 +31,6 @@ DPO_LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
     "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 )
-METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 
 
@@ -146,8 +145,7 @@ class MetricsCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+            append_metrics(self.path, {"step": state.global_step, **logs})
 
 
 def load_training_data(kind: str, path: str | Path):
@@ -230,7 +228,7 @@ def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = [json.loads(line) for line in Path(metrics_path).read_text().splitlines()]
+    entries = read_metrics(metrics_path)
     entries = [entry for entry in entries if "loss" in entry]  # drop the final summary entry
     reward_keys = sorted({
         key for entry in entries for key in entry
