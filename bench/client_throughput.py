@@ -161,7 +161,7 @@ def ledger_rerun(base_url: str, count: int) -> tuple[float, float]:
 
             results = run_async(go())
             write_output(Path(tmp) / "out.jsonl", lines, results)
-            db.conn.close()
+            db.close()
             return time.perf_counter() - started
 
         first = once()

@@ -44,7 +44,7 @@ def prepare_queue(db_path: Path, pairs: int, gold: int, required: int) -> None:
                           "response_b": "wrong", "human": "a"}, f"gold {i}", True, required)
               for i in range(gold)]
     enqueue(db, items, LabelSettings(gold_every=4, min_gold=3, gold_threshold=0.5))
-    db.conn.close()
+    db.close()
 
 
 def start(command: list[str], log: Path, marker: str, timeout: float = 60) -> tuple:

@@ -16,13 +16,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from datagen.constitutional.loop import CaiSample
+from datagen.store.tables import CAI_SAMPLES
 from judges.pairs import PairRow
 
 
 def revision_pairs(samples: Iterable[CaiSample]) -> list[PairRow]:
     """One pair per sample that would become a preference pair: (final revision, initial)."""
     return [
-        PairRow(where=f"cai_samples:{sample.id}", id=sample.id,
+        PairRow(where=f"{CAI_SAMPLES}:{sample.id}", id=sample.id,
                 prompt=[m.model_dump() for m in sample.prompt],
                 response_a=sample.final, response_b=sample.initial, data={"id": sample.id})
         for sample in samples

@@ -10,8 +10,10 @@ Constitutional AI, responses and pairs, constrained prompts, a pipeline, a servi
 human labels (with a consensus copied onto a pair).
 
 It was run once, at 9a659f4, as ``PYTHONPATH=$PWD python tests/make_release_db.py OUT.db``
-from the repository root, and its output committed; it is kept to show how the file was made
-(run on a newer tree it writes that tree's schema, which is not what the upgrade test needs).
+from the repository root, and its output committed (the service's database thread was then
+``align.service.jobs.SerialDB``, since replaced by ``store.DBThread``, the one name changed here
+since). It is kept to show how the file was made: run on a newer tree it writes that tree's
+schema, which is not what the upgrade test needs.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from test_self_instruct import scripted  # noqa: E402
 from align.cli import main  # noqa: E402
 from align.labeling.queue import LabelSettings, Vote, enqueue, read_items  # noqa: E402
 from align.labeling.votes import LabelBoard  # noqa: E402
-from align.service.jobs import JobRunner, SerialDB, get_job  # noqa: E402
+from align.service.jobs import JobRunner, get_job  # noqa: E402
 from datagen import store  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
@@ -111,7 +113,7 @@ def service_job(fake: FakeOpenAI, db: Path, tmp: Path) -> None:
         "body": {"model": "fake-model", "messages": [{"role": "user", "content": "b1"}]}}])
 
     async def go() -> None:
-        serial = SerialDB(db)
+        serial = store.DBThread(db)
         runner = JobRunner(serial, db, 1, dict(os.environ))
         await runner.start()
         job = await runner.submit("batch", {"input_file": str(src), "base-url": fake.base_url})
@@ -141,7 +143,7 @@ def labels(db_path: Path, tmp: Path) -> None:
     for name in ("ann", "bea"):
         while (item := board.next_item(name)) is not None:
             board.record(Vote(item_id=item.id, annotator=name, choice="a", note="ok"))
-    db.conn.close()
+    db.close()
 
 
 def build(out: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from datagen import store
+from datagen.store.tables import REQUESTS
 
 RLAIF = [sys.executable, "-m", "align.cli"]
 
@@ -88,7 +89,7 @@ def test_permanent_failures_exit_1_and_carry_their_error(fake_llm, tmp_path):
     assert lines[1]["error"]["code"] == "request_failed"
     assert "context too long" in lines[1]["error"]["message"]
     assert lines[1]["response"]["status_code"] == 400
-    failed = [r for r in store.open_db(db)["requests"].rows if r["status"] == "failed"]
+    failed = store.load_rows(store.open_db(db), REQUESTS, status="failed")
     assert len(failed) == 1 and failed[0]["attempts"] == 1
 
 
@@ -195,9 +196,9 @@ def test_two_processes_share_one_database(fake_llm, tmp_path):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "locked" not in err
-    rows = store.open_db(db)["requests"]
-    assert rows.count == 300
-    assert rows.count_where("status = 'ok'") == 300
+    database = store.open_db(db)
+    assert store.count_rows(database, REQUESTS) == 300
+    assert store.count_rows(database, REQUESTS, status="ok") == 300
     assert len(read_output(tmp_path / "a.out")) == len(read_output(tmp_path / "b.out")) == 150
 
 

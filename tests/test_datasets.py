@@ -15,6 +15,7 @@ from align.cli import main
 from align.export import datasets as ds
 from datagen import store
 from datagen.errors import UserInputError
+from datagen.store.tables import FLAN_EXAMPLES
 
 CPU = dict(bf16=False, gradient_checkpointing=False, use_cpu=True, report_to="none",
            save_strategy="no", dataloader_pin_memory=False)
@@ -174,13 +175,11 @@ def test_missing_provider_module_is_a_clear_user_error():
 
 
 def test_export_sft_and_prompts_from_flan_rows_in_the_project_db(tmp_path):
-    from datagen.flan import render as flan
-
     db_path = tmp_path / "project.db"
     chats = [[{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}]
              for w in ("yes", "no", "maybe", "never")]
     rows = [{"id": f"s{i}", "messages": chat, "task": "say"} for i, chat in enumerate(chats)]
-    store.save_rows(store.open_db(db_path), flan.TABLE, rows)
+    store.save_rows(store.open_db(db_path), FLAN_EXAMPLES, rows)
     out = tmp_path / "sft.jsonl"
     result = CliRunner().invoke(main, ["export", "sft", "--source", "flan", "--db", str(db_path),
                                        "-o", str(out), "--test-size", "0.25"])

@@ -12,6 +12,7 @@ from datagen import store
 from datagen.endpoint.client import ClientConfig, LLMClient, Request, run_async
 from datagen.endpoint.keys import request_key, resolve_url
 from datagen.endpoint.limits import price_for
+from datagen.store.tables import LABEL_SETTINGS
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -214,14 +215,14 @@ def test_api_key_is_sent_but_never_stored(fake_llm, tmp_path):
     result, _ = run_chat(cfg, db=db)
     assert result.ok
     assert fake_llm.requests[0]["headers"]["Authorization"] == f"Bearer {secret}"
-    db.conn.close()
+    db.close()
     for path in tmp_path.iterdir():
         assert secret.encode() not in path.read_bytes()
 
 
 def test_ledger_writes_do_not_interfere_with_the_callers_transactions(fake_llm, tmp_path):
     # The client commits ledger rows from its own thread; it must use its own connection, or
-    # its commits end the caller's open transactions (sqlite-utils savepoints then vanish).
+    # its commits end the caller's open transactions.
     import asyncio
 
     db = store.open_db(tmp_path / "race.db")
@@ -230,7 +231,7 @@ def test_ledger_writes_do_not_interfere_with_the_callers_transactions(fake_llm, 
         async with LLMClient(config(fake_llm, concurrency=16), db) as client:
             async def saver():
                 for i in range(200):
-                    store.save_rows(db, f"t{i % 7}", [{"id": i, "v": "x" * i}])
+                    store.save_rows(db, LABEL_SETTINGS, [{"key": str(i), "value": "x" * i}])
                     await asyncio.sleep(0)
 
             calls = [client.chat([{"role": "user", "content": f"r{i}"}]) for i in range(200)]
@@ -239,7 +240,7 @@ def test_ledger_writes_do_not_interfere_with_the_callers_transactions(fake_llm, 
 
     results = run_async(go())
     assert all(r.ok for r in results)
-    assert sum(store.count_rows(db, f"t{k}") for k in range(7)) == 200
+    assert store.count_rows(db, LABEL_SETTINGS) == 200
     assert store.ledger_totals(db)["ok"] == 200
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import random
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -29,13 +30,10 @@ from datagen.flan import render as flan
 from datagen.flan.render import ExampleSource, FlanExample, Message
 from datagen.responses.sample import Pair, Response, save_responses
 from datagen.self_instruct.generate import (
-    INSTANCES,
-    INSTRUCTIONS,
-    TASKS,
     SelfInstructConfig,
     summarise,
 )
-from judges.constraints.prompts import TABLE as CONSTRAINED_TABLE
+from datagen.store.tables import CONSTRAINED_PROMPTS, SI_INSTANCES, SI_INSTRUCTIONS, SI_TASKS
 from judges.constraints.prompts import add_constraints, load_base_prompts
 
 GOLDEN = Path(__file__).parent / "golden" / "report"
@@ -68,12 +66,12 @@ def self_instruct_run(db) -> str:
     rows.append(rows[-1] | {"id": "si-inject", "instruction": "Describe this: " + INJECTED,
                             "rouge_l": 0.97, "status": "rejected", "reason": "rouge",
                             "nearest": "si-0001"})
-    store.save_rows(db, INSTRUCTIONS, rows)
+    store.save_rows(db, SI_INSTRUCTIONS, rows)
     kept = [r for r in rows if r["status"] == "kept"]
-    store.save_rows(db, TASKS, [{"id": r["id"], "run_id": run_id, "instruction_id": r["id"],
+    store.save_rows(db, SI_TASKS, [{"id": r["id"], "run_id": run_id, "instruction_id": r["id"],
                                  "is_classification": False, "instances": 1, "dropped": 0,
                                  "drop_reason": None, "model": "tiny-lm"} for r in kept])
-    store.save_rows(db, INSTANCES, [
+    store.save_rows(db, SI_INSTANCES, [
         {"id": f"sx-{r['id']}", "run_id": run_id, "instruction_id": r["id"], "position": 0,
          "input": "", "output": f"An answer to: {r['instruction']}", "model": "tiny-lm"}
         for r in kept])
@@ -119,7 +117,7 @@ def constitutional_run(db) -> None:
 
 def responses_and_ledger(db) -> list[str]:
     prompts = add_constraints(load_base_prompts()[:6], seed=0)
-    store.save_rows(db, CONSTRAINED_TABLE, prompts, pk="id")
+    store.save_rows(db, CONSTRAINED_PROMPTS, prompts, pk="id")
     responses, pairs = [], []
     for p in prompts[:4]:
         a, b = (Response(id=f"{p.id}-{m}", prompt_id=p.id, model=m, sample_index=j,
@@ -162,6 +160,17 @@ def label_rows(pair_ids: list[str], n: int = 40) -> list[dict]:
     return rows
 
 
+def user_table(db_path: Path, name: str, rows: list[dict]) -> None:
+    """A table of the user's own, outside the schema (added with any SQLite client)."""
+    columns = list(rows[0])
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"CREATE TABLE {name} ({', '.join(columns)})")
+        conn.executemany(
+            f"INSERT INTO {name} VALUES ({', '.join('?' for _ in columns)})",
+            [[json.dumps(r[c]) if isinstance(r[c], dict | list) else r[c] for c in columns]
+             for r in rows])
+
+
 def write_runs(runs: Path) -> None:
     dpo = runs / "dpo-1"
     dpo.mkdir(parents=True)
@@ -194,7 +203,7 @@ def project(tmp_path_factory) -> dict[str, Path]:
     pair_ids = responses_and_ledger(db)
     labels = tmp / "labels.jsonl"
     labels.write_text("".join(json.dumps(r) + "\n" for r in label_rows(pair_ids)))
-    store.save_rows(db, "labels", [r | {"consistent": None, "verdicts": r["verdicts"][:1]}
+    user_table(db_path, "labels", [r | {"consistent": None, "verdicts": r["verdicts"][:1]}
                                    for r in label_rows(pair_ids, 12)])
     write_runs(tmp / "runs")
     rm_eval = tmp / "rm_eval.json"
@@ -290,7 +299,7 @@ def test_report_replaces_the_old_file_and_writes_cards(project):
     card = (tmp / "sft.card.md").read_text()
     run_id = project["si_run"].name
     assert "- Kind: SFT conversations (messages)" in card
-    kept = store.count_rows(store.open_db(project["db"]), INSTRUCTIONS, status="kept")
+    kept = store.count_rows(store.open_db(project["db"]), SI_INSTRUCTIONS, status="kept")
     test = round(0.25 * kept)
     assert f"- Rows: train `{kept - test}`, test `{test}` (total `{kept}`)" in card
     assert f"| `messages` | `list of {{content, role}}` | {kept} | `2 items;" in card
@@ -298,7 +307,7 @@ def test_report_replaces_the_old_file_and_writes_cards(project):
     assert "seed `7`" in card and "- Models: `tiny-lm`" in card
     assert "`threshold` = `0.7`" in card
     reasons = Counter(r["reason"] for r in store.load_rows(store.open_db(project["db"]),
-                                                           INSTRUCTIONS) if r["reason"])
+                                                           SI_INSTRUCTIONS) if r["reason"])
     assert "`rejected` `" + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) in card
     assert "- Dropped per reason: `failed_parses` `0`" in card
     assert f"`si_instances` {kept} of {kept}" in card

@@ -24,9 +24,6 @@ from datagen.endpoint.keys import canonical_json
 from datagen.errors import UserInputError
 from datagen.self_instruct.cli import dedup, export_self_instruct, generate_self_instruct
 from datagen.self_instruct.generate import (
-    INSTANCES,
-    INSTRUCTIONS,
-    TASKS,
     SelfInstructConfig,
     load_seed_tasks,
     run_self_instruct,
@@ -47,6 +44,7 @@ from datagen.self_instruct.parse import (
     sample_context,
 )
 from datagen.self_instruct.rouge import rouge_l
+from datagen.store.tables import SI_INSTANCES, SI_INSTRUCTIONS, SI_TASKS
 
 GOLDEN = Path(__file__).parent / "golden" / "self_instruct"
 RLAIF = Path(sys.executable).parent / "rlaif"
@@ -95,7 +93,7 @@ def run_in_process(fake, db_path: Path, seeds=None, **options):
 
 def kept_rows(db) -> list[tuple[str, str]]:
     return [(r["id"], r["instruction"]) for r in store.load_rows(
-        db, INSTRUCTIONS, order_by="round, prompt_index, item_index", status="kept")]
+        db, SI_INSTRUCTIONS, order_by="round, prompt_index, item_index", status="kept")]
 
 
 # --- seed tasks -----------------------------------------------------------------------------
@@ -272,16 +270,16 @@ def test_run_records_lineage_and_routes_classification(fake_llm, tmp_path):
     fake_llm.responder = scripted
     summary, db = run_in_process(fake_llm, tmp_path / "a.db", num_instructions=10)
     assert summary.status == "complete" and summary.kept >= 10
-    rows = store.load_rows(db, INSTRUCTIONS)
+    rows = store.load_rows(db, SI_INSTRUCTIONS)
     assert len(rows) == summary.candidates
     for row in rows:
         assert row["run_id"] == summary.run_id and len(json.loads(row["context_ids"])) == 8
         assert json.loads(row["params"])["temperature"] == 0.7 and len(row["request_key"]) == 64
         assert isinstance(row["rouge_l"], float)
-    tasks = {t["id"]: t for t in store.load_rows(db, TASKS)}
+    tasks = {t["id"]: t for t in store.load_rows(db, SI_TASKS)}
     assert len(tasks) == summary.kept
     assert 0 < summary.classification_tasks < summary.kept
-    for inst in store.load_rows(db, INSTANCES):
+    for inst in store.load_rows(db, SI_INSTANCES):
         assert inst["parent"] == inst["instruction_id"] in tasks
         assert json.loads(inst["context_ids"]) and len(inst["request_key"]) == 64
     bodies = [b for b in fake_llm.bodies() if b["messages"][0]["content"].startswith("Each")]
@@ -323,7 +321,7 @@ def test_truncated_and_unparseable_replies(fake_llm, tmp_path):
     failures = store.load_rows(db, "si_failures")
     assert {"", "no examples today"} <= {f["raw_text"] for f in failures}
     assert summary.failed_parses == len(failures) >= 2
-    last_items = [r for r in store.load_rows(db, INSTRUCTIONS) if r["reason"] == "truncated"]
+    last_items = [r for r in store.load_rows(db, SI_INSTRUCTIONS) if r["reason"] == "truncated"]
     assert all(r["item_index"] == 4 for r in last_items)
 
 

@@ -39,7 +39,7 @@ def queue(db_path: Path, pairs: list[dict], gold: list[dict] = (), required: int
     items = [queue_item(p, f"pair {i}", False, required) for i, p in enumerate(pairs)]
     items += [queue_item(g, f"gold {i}", True, required) for i, g in enumerate(gold)]
     enqueue(db, items, LabelSettings(**settings))
-    db.conn.close()
+    db.close()
 
 
 def press(page, key: str) -> None:

@@ -30,9 +30,8 @@ from datagen.errors import UserInputError
 from datagen.ids import pair_id
 from datagen.jsonl import note_unique, read_objects
 from datagen.responses.sample import is_prompt
+from datagen.store.tables import LABEL_ITEMS, LABEL_SETTINGS
 
-ITEMS = "label_items"
-SETTINGS = "label_settings"
 CHOICES = ("a", "b", "tie", "fail")
 HUMAN = ("a", "b", "tie")
 INSTRUCTIONS_FILE = Path(__file__).parent / "static" / "instructions.md"
@@ -168,13 +167,13 @@ def sample_items(items: list[QueueItem], n: int | None, strategy: Strategy,
 
 def get_setting(db: Any, key: str, default: Any = None) -> Any:
     """A value from ``label_settings`` (JSON decoded), or the default."""
-    rows = store.load_rows(db, SETTINGS, key=key)
+    rows = store.load_rows(db, LABEL_SETTINGS, key=key)
     return json.loads(rows[0]["value"]) if rows else default
 
 
 def put_setting(db: Any, key: str, value: Any) -> None:
     """Store a value in ``label_settings``."""
-    store.save_rows(db, SETTINGS, [{"key": key, "value": json.dumps(value)}], pk="key",
+    store.save_rows(db, LABEL_SETTINGS, [{"key": key, "value": json.dumps(value)}], pk="key",
                     replace=True)
 
 
@@ -193,11 +192,11 @@ def enqueue(db: Any, items: Iterable[QueueItem], settings: LabelSettings | None 
     """Add items to the queue (items already there are left as they are); return how many
     were new."""
     items = list(items)
-    start = store.count_rows(db, ITEMS)
+    start = store.count_rows(db, LABEL_ITEMS)
     rows = [_item_row(item, start + i) for i, item in enumerate(items)]
     if settings is not None:
         put_setting(db, "settings", settings.model_dump())
-    return store.save_rows(db, ITEMS, rows, pk="id")
+    return store.save_rows(db, LABEL_ITEMS, rows, pk="id")
 
 
 def _item_row(item: QueueItem, position: int) -> dict[str, Any]:
@@ -216,4 +215,5 @@ def _item_from_row(row: dict[str, Any]) -> QueueItem:
 
 def load_items(db: Any) -> list[QueueItem]:
     """Every queued item (gold ones too), in queue order."""
-    return [_item_from_row(row) for row in store.load_rows(db, ITEMS, order_by="position, rowid")]
+    rows = store.load_rows(db, LABEL_ITEMS, order_by="position, rowid")
+    return [_item_from_row(row) for row in rows]

@@ -29,7 +29,6 @@ from align.labeling.agreement import (
 )
 from align.labeling.queue import (
     HUMAN,
-    ITEMS,
     LabelSettings,
     QueueItem,
     Vote,
@@ -38,11 +37,9 @@ from align.labeling.queue import (
 )
 from datagen import store
 from datagen.endpoint.keys import canonical_json
+from datagen.store.tables import LABEL_CONSENSUS, LABEL_ITEMS, LABEL_VOTES, PAIRS
 from judges.report import agreement
 
-VOTES = "label_votes"
-CONSENSUS = "label_consensus"
-PAIRS = "pairs"
 CONSENSUS_SHOWN = 500
 
 
@@ -91,7 +88,7 @@ class LabelBoard:
     def sync(self) -> None:
         """Re-read the items when another process has added some, and the settings when
         they changed (`rlaif label-queue` may do either while the service runs)."""
-        count = store.count_rows(self.db, ITEMS)
+        count = store.count_rows(self.db, LABEL_ITEMS)
         settings = load_settings(self.db)
         if count == self._item_count:
             if settings != self.settings:
@@ -108,7 +105,7 @@ class LabelBoard:
 
     def _load_votes(self) -> None:
         self.votes = {}
-        for row in store.load_rows(self.db, VOTES):
+        for row in store.load_rows(self.db, LABEL_VOTES):
             ranking = json.loads(row["ranking"]) if row.get("ranking") else None
             vote = Vote(item_id=row["item_id"], annotator=row["annotator"], choice=row["choice"],
                         ranking=ranking, note=row.get("note") or "",
@@ -211,7 +208,7 @@ class LabelBoard:
                "ranking": canonical_json(vote.ranking) if vote.ranking is not None else None,
                "note": vote.note, "gold": item.gold is not None,
                "created_at": vote.created_at}
-        store.save_rows(self.db, VOTES, [row], pk="id", replace=True)
+        store.save_rows(self.db, LABEL_VOTES, [row], pk="id", replace=True)
         votes = self.votes.setdefault(vote.item_id, {})
         old = votes.get(vote.annotator)
         votes[vote.annotator] = vote
@@ -260,7 +257,7 @@ class LabelBoard:
         if not rows:
             return
         with store.transaction(self.db):
-            store.save_rows(self.db, CONSENSUS, rows, pk="pair_id", replace=True)
+            store.save_rows(self.db, LABEL_CONSENSUS, rows, pk="pair_id", replace=True)
             self._mark_pairs(rows)
 
     def _mark_pairs(self, rows: list[dict[str, Any]]) -> None:

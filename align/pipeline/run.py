@@ -31,26 +31,22 @@ from align.pipeline.file import Plan
 from align.pipeline.stages import Stage
 from datagen import store
 from datagen.processes import die_with_parent
-
-TABLE = "pipeline_stages"
-
+from datagen.store.tables import PIPELINE_STAGES
 
 Echo = Callable[[str], None]
 
 
 def stage_record(db: Any, stage: Stage) -> dict[str, Any] | None:
-    rows = store.load_rows(db, TABLE, id=stage.record_id)
+    rows = store.load_rows(db, PIPELINE_STAGES, id=stage.record_id)
     return rows[0] if rows else None
 
 
 def save_record(db: Any, plan: Plan, stage: Stage, **fields: Any) -> None:
-    """Write a stage's row: status, argv, pid, returncode, started_at, finished_at (unknown
-    values are left out, not stored as null text, so each column gets its value's type)."""
+    """Write a stage's row: status, argv, pid, returncode, started_at, finished_at."""
     row = {"id": stage.record_id, "pipeline": plan.digest, "stage_key": stage.key,
            "stage_index": stage.index, "stage": stage.label, "name": stage.name,
            "argv": stage.command, "pipeline_file": str(plan.file), "status": "running", **fields}
-    store.save_rows(db, TABLE, [{k: v for k, v in row.items() if v is not None}], pk="id",
-                    replace=True)
+    store.save_rows(db, PIPELINE_STAGES, [row], replace=True)
 
 
 def stage_states(plan: Plan) -> list[str]:

@@ -27,8 +27,6 @@ from align.report import plots
 from align.report.data import (
     CURVE_GROUPS,
     EVAL_PATTERNS,
-    LEDGER,
-    RUNS,
     ReportInputs,
     check_inputs,
     column_rows,
@@ -62,8 +60,7 @@ from align.report.html import (
 )
 from align.train.metrics import METRICS_FILE, read_metrics
 from datagen import store
-from datagen.flan.render import TABLE as FLAN_TABLE
-from datagen.self_instruct.generate import INSTRUCTIONS as SI_INSTRUCTIONS
+from datagen.store.tables import FLAN_EXAMPLES, REQUESTS, RUNS, SI_INSTRUCTIONS
 from judges.report import build_report as judge_measures
 from judges.report import read_labels
 
@@ -80,7 +77,7 @@ def stages_section(db: Any, tables: dict[str, list[str]]) -> Section:
     """Rows per table with their status and drop-reason counts."""
     rows, bars = [], []
     for name, columns in sorted(tables.items()):
-        if name in (LEDGER, RUNS):
+        if name in (REQUESTS, RUNS):
             continue
         count = store.count_rows(db, name)
         statuses = value_counts(db, name, "status") if "status" in columns else {}
@@ -114,11 +111,11 @@ def runs_section(runs: list[dict[str, Any]]) -> Section:
 def usage_section(db: Any, tables: dict[str, list[str]], runs: list[dict[str, Any]]) -> Section:
     """Requests, tokens and cost per model from the ledger, and per run where a run's summary
     recorded its own usage."""
-    if LEDGER not in tables or not store.count_rows(db, LEDGER):
+    if REQUESTS not in tables or not store.count_rows(db, REQUESTS):
         return Section("usage", "Tokens and cost", note="the request ledger is empty.")
     per_model: dict[str, Counter] = defaultdict(Counter)
     columns = ("model", "status", "prompt_tokens", "completion_tokens", "cost_usd")
-    for row in column_rows(db, LEDGER, columns):
+    for row in column_rows(db, REQUESTS, columns):
         counts = per_model[row["model"] or "(unnamed)"]
         counts["requests"] += 1
         counts[row["status"]] += 1
@@ -227,11 +224,11 @@ def novelty_section(db: Any, tables: dict[str, list[str]], runs: list[dict[str, 
 
 def flan_section(db: Any, tables: dict[str, list[str]]) -> Section:
     """Examples per task and template, and how evenly each task's templates were used."""
-    if FLAN_TABLE not in tables or "template_id" not in tables[FLAN_TABLE]:
+    if FLAN_EXAMPLES not in tables or "template_id" not in tables[FLAN_EXAMPLES]:
         return Section("flan", "FLAN templates", note="no FLAN examples stored.")
     per_template: Counter = Counter()
     shots: dict[str, Counter] = defaultdict(Counter)
-    for row in column_rows(db, FLAN_TABLE, ("task", "template_id", "shots")):
+    for row in column_rows(db, FLAN_EXAMPLES, ("task", "template_id", "shots")):
         per_template[(row["task"] or "-", row["template_id"] or "-")] += 1
         shots[row["task"] or "-"]["few-shot" if row["shots"] else "zero-shot"] += 1
     if not per_template:

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from align.export.datasets import read_jsonl, sibling_test_path
-from align.report.data import LEDGER, RUNS, column_rows, db_tables, load_runs, run_models
+from align.report.data import column_rows, db_tables, load_runs, run_models
 from align.report.html import Section, esc, show, when
 from datagen.errors import UserInputError
+from datagen.store.tables import REQUESTS, RUNS
 
 DROP_KEYS = ("rejected", "dropped", "degenerate", "tasks_dropped", "failed", "failed_parses",
              "refusals", "skipped", "bad_rows")
@@ -170,7 +171,7 @@ def provenance(db: Any, ids: set[str]) -> dict[str, Any]:
     run_ids: Counter = Counter()
     models: Counter = Counter()
     for name, columns in db_tables(db).items():
-        if name in (LEDGER, RUNS) or "id" not in columns:
+        if name in (REQUESTS, RUNS) or "id" not in columns:
             continue
         wanted = ["id", *(c for c in ("run_id", *MODEL_COLUMNS) if c in columns)]
         for row in column_rows(db, name, wanted):

@@ -24,14 +24,18 @@ from typing import Any
 
 from align.eval.intervals import wilson
 from datagen import store
-from datagen.constitutional.loop import TABLE as CAI_TABLE
 from datagen.errors import UserInputError
-from datagen.flan.render import TABLE as FLAN_TABLE
-from datagen.self_instruct.generate import INSTRUCTIONS as SI_INSTRUCTIONS
-from judges.constraints.prompts import TABLE as CONSTRAINED_TABLE
+from datagen.store.tables import (
+    CAI_SAMPLES,
+    CONSTRAINED_PROMPTS,
+    FLAN_EXAMPLES,
+    PAIRS,
+    REQUESTS,
+    RUNS,
+    SI_INSTRUCTIONS,
+)
 from judges.report import LABEL_FIELDS, PREFERRED
 
-LEDGER, RUNS = "requests", "runs"
 EVAL_PATTERNS = ("eval*.json", "*winrate*.json", "*win_rate*.json", "*satisfaction*.json")
 RATE_KEY = re.compile(r"(win_rate|satisfaction_rate|satisfaction|accuracy|_rate)$")
 COUNT_KEYS = ("n", "count", "total", "pairs", "prompts", "num_examples")
@@ -86,9 +90,11 @@ def check_inputs(inputs: ReportInputs) -> None:
 
 
 def db_tables(db: Any) -> dict[str, list[str]]:
-    """Every table of the database with its column names (SQLite's own tables left out)."""
+    """Every table of the database that holds rows, with its column names (the database's own
+    bookkeeping tables left out; the ledger and the runs are listed even when empty)."""
     return {name: store.table_columns(db, name) for name in store.table_names(db)
-            if not name.startswith(("sqlite_", "_"))}
+            if not name.startswith(("sqlite_", "_"))
+            and (name in (REQUESTS, RUNS) or store.count_rows(db, name))}
 
 
 def column_rows(db: Any, table_name: str, columns: Sequence[str]) -> Iterator[dict[str, Any]]:
@@ -154,13 +160,13 @@ def instruction_sources(db: Any, tables: dict[str, list[str]]) -> dict[str, list
         f"Self-Instruct ({SI_INSTRUCTIONS}, kept)": (
             SI_INSTRUCTIONS, ("instruction", "status"),
             lambda r: r["instruction"] if r["status"] in ("kept", None) else None),
-        f"FLAN ({FLAN_TABLE})": (FLAN_TABLE, ("messages",),
+        f"FLAN ({FLAN_EXAMPLES})": (FLAN_EXAMPLES, ("messages",),
                                  lambda r: message_text(r["messages"])),
-        f"Constitutional AI ({CAI_TABLE})": (CAI_TABLE, ("prompt",),
+        f"Constitutional AI ({CAI_SAMPLES})": (CAI_SAMPLES, ("prompt",),
                                              lambda r: message_text(r["prompt"], last=True)),
-        f"Constrained prompts ({CONSTRAINED_TABLE})": (CONSTRAINED_TABLE, ("prompt",),
+        f"Constrained prompts ({CONSTRAINED_PROMPTS})": (CONSTRAINED_PROMPTS, ("prompt",),
                                                        lambda r: message_text(r["prompt"])),
-        "Response pairs (pairs)": ("pairs", ("prompt",),
+        f"Response pairs ({PAIRS})": (PAIRS, ("prompt",),
                                    lambda r: message_text(r["prompt"], last=True)),
     }
     found = {}

@@ -85,7 +85,7 @@ def service(db: Path, host: str, port: int, api_key_env: str | None, workers: in
         raise UserInputError(
             f"--host {host} is reachable from other machines: give --api-key-env NAME so "
             "every request must carry a key (or bind 127.0.0.1)")
-    store.open_db(db).conn.close()
+    store.open_db(db).close()
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host

@@ -15,7 +15,8 @@ from fastapi import Request
 from pydantic import BaseModel
 
 from align.labeling.votes import LabelBoard
-from align.service.jobs import JobRunner, SerialDB
+from align.service.jobs import JobRunner
+from datagen import store
 
 
 class Problem(BaseModel):
@@ -32,7 +33,7 @@ class Service:
     """What the routes share: the database thread, the job runner and the label board."""
 
     def __init__(self, db_path: Path, workers: int, env: dict[str, str]) -> None:
-        self.db = SerialDB(db_path)
+        self.db = store.DBThread(db_path)
         self.runner = JobRunner(self.db, db_path, workers, env)
         self.board: LabelBoard | None = None
 

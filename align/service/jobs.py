@@ -19,9 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,34 +27,18 @@ from align.service.kinds import KINDS, TERMINAL
 from align.service.workspace import batch_keys, build_argv, checked_batch_keys
 from datagen import store
 from datagen.processes import die_with_parent
+from datagen.store.tables import JOBS
 
-JOBS = "jobs"
 KILL_GRACE_S = 5.0
 
 
 # --- the jobs table ----------------------------------------------------------------------------
 
 
-INT_FIELDS = ("exit_code", "pid", "runs")
-FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "updated_at")
-
-
-def _typed(row: dict[str, Any]) -> dict[str, Any]:
-    """A job row with its numbers as numbers (a column first written as null is TEXT)."""
-    for field in INT_FIELDS:
-        if row.get(field) is not None:
-            row[field] = int(row[field])
-    for field in FLOAT_FIELDS:
-        if row.get(field) is not None:
-            row[field] = float(row[field])
-    row["cancel_requested"] = bool(int(row.get("cancel_requested") or 0))
-    return row
-
-
 def get_job(db: Any, job_id: str) -> dict[str, Any] | None:
     """One job row, or None."""
     rows = store.load_rows(db, JOBS, id=job_id)
-    return _typed(rows[0]) if rows else None
+    return rows[0] if rows else None
 
 
 def put_job(db: Any, row: dict[str, Any]) -> None:
@@ -66,35 +48,12 @@ def put_job(db: Any, row: dict[str, Any]) -> None:
 
 def list_jobs(db: Any) -> list[dict[str, Any]]:
     """Every job, oldest first."""
-    return [_typed(row) for row in store.load_rows(db, JOBS, order_by="created_at")]
+    return store.load_rows(db, JOBS, order_by="created_at")
 
 
 def unfinished_jobs(db: Any) -> list[dict[str, Any]]:
     """Jobs queued or left running (by a service that stopped), oldest first."""
     return [j for j in list_jobs(db) if j["status"] not in TERMINAL]
-
-
-class SerialDB:
-    """The service's database connection, used from one thread: every call runs there in
-    turn, so SQLite writes never interleave inside the process."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
-        self._db: Any = None
-
-    def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._db is None:
-            self._db = store.open_db(self.path)
-        return fn(self._db, *args, **kwargs)
-
-    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(db, *args, **kwargs)`` on the database thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(self._run, fn, *args, **kwargs))
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
 
 
 # --- running --------------------------------------------------------------------------------------
@@ -103,7 +62,9 @@ class SerialDB:
 class JobRunner:
     """Runs queued jobs in K workers, one CLI process each."""
 
-    def __init__(self, db: SerialDB, db_path: Path, workers: int, env: dict[str, str]) -> None:
+    def __init__(
+        self, db: store.DBThread, db_path: Path, workers: int, env: dict[str, str]
+    ) -> None:
         self.db = db
         self.db_path = db_path
         self.jobs_dir = db_path.with_name(db_path.name + ".jobs")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from datagen.store.tables import PAIRS, SI_INSTRUCTIONS
+
 
 @dataclass(frozen=True)
 class JobKind:
@@ -24,10 +26,10 @@ class JobKind:
 
 KINDS: dict[str, JobKind] = {
     "batch": JobKind(("batch",)),
-    "self-instruct": JobKind(("generate", "self-instruct"), table="si_instructions"),
+    "self-instruct": JobKind(("generate", "self-instruct"), table=SI_INSTRUCTIONS),
     "flan": JobKind(("generate", "flan")),
     "constitutional": JobKind(("generate", "constitutional")),
-    "responses": JobKind(("generate", "responses"), table="pairs"),
+    "responses": JobKind(("generate", "responses"), table=PAIRS),
     "label": JobKind(("label",)),
     # offline, no ledger; it takes exactly one of -o and --db, and the service gives it -o
     "constrained": JobKind(("generate", "constrained"), pass_db=False),

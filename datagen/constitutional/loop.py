@@ -50,8 +50,8 @@ from datagen.constitutional.constitution import Constitution, Message, Principle
 from datagen.endpoint.client import LLMClient, Stats
 from datagen.endpoint.completion import Completion
 from datagen.endpoint.keys import canonical_json
+from datagen.store.tables import CAI_SAMPLES
 
-TABLE = "cai_samples"
 SOURCE = "constitutional"
 
 Degenerate = Literal["empty_revision", "unchanged", "scaffolding"]
@@ -287,19 +287,19 @@ def save_samples(db: Any, samples: Iterable[CaiSample]) -> int:
                 sample.initial, sample.final):
             sample = sample.model_copy(update={"judge_agrees": old.judge_agrees})
         kept.append(sample)
-    return store.save_rows(db, TABLE, kept, pk="id", replace=True)
+    return store.save_rows(db, CAI_SAMPLES, kept, pk="id", replace=True)
 
 
 def record_judge_verdicts(db: Any, verdicts: dict[str, bool | None]) -> int:
     """Set ``judge_agrees`` of the stored samples named by id; returns how many were updated."""
     samples = [s.model_copy(update={"judge_agrees": verdicts[s.id]})
                for s in load_samples(db) if s.id in verdicts]
-    return store.save_rows(db, TABLE, samples, pk="id", replace=True)
+    return store.save_rows(db, CAI_SAMPLES, samples, pk="id", replace=True)
 
 
 def load_samples(db: Any, run_id: str | None = None) -> list[CaiSample]:
     """Stored samples, ordered by id (one run's, or all)."""
-    rows = store.load_rows(db, TABLE, order_by="id", **({"run_id": run_id} if run_id else {}))
+    rows = store.load_rows(db, CAI_SAMPLES, order_by="id", **({"run_id": run_id} if run_id else {}))
     for row in rows:
         for name in _JSON_FIELDS:
             if isinstance(row.get(name), str):

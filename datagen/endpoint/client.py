@@ -19,8 +19,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
@@ -127,8 +126,7 @@ class LLMClient:
         self._sem: asyncio.Semaphore | None = None
         self._rpm = TokenBucket(config.rpm) if config.rpm else None
         self._tpm = TokenBucket(config.tpm) if config.tpm else None
-        self._db_thread: ThreadPoolExecutor | None = None
-        self._ledger: Any = None
+        self._ledger: store.DBThread | None = None
         self._queue: asyncio.Queue | None = None
         self._writer: asyncio.Task | None = None
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
@@ -142,14 +140,9 @@ class LLMClient:
         self._pool = ConnectionPool(self.config.base_url, self.config.concurrency)
         self._sem = asyncio.Semaphore(self.config.concurrency)
         if self.db is not None:
-            self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
             # The ledger thread gets a connection of its own: sharing the caller's would let
             # its commits end the caller's open transactions.
-            path = store.database_file(self.db)
-            if path:
-                self._ledger = await self._in_db_thread(store.open_db, path)
-            else:
-                self._ledger = self.db
+            self._ledger = store.DBThread(self.db)
             self._queue = asyncio.Queue()
             self._writer = asyncio.create_task(self._write_loop())
         return self
@@ -158,17 +151,12 @@ class LLMClient:
         if self._writer is not None:
             await self._queue.put(None)
             await self._writer
-        if self._db_thread is not None:
-            if self._ledger is not self.db:
-                await self._in_db_thread(self._ledger.conn.close)
-            self._db_thread.shutdown(wait=True)
+        if self._ledger is not None:
+            self._ledger.close()
         if self._pool is not None:
             self._pool.close()
 
     # --- ledger plumbing ---------------------------------------------------------------------
-
-    async def _in_db_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
     async def _write_loop(self) -> None:
         """Group commit: drain every queued ledger write into one transaction."""
@@ -183,7 +171,7 @@ class LLMClient:
             pending = [row for kind, row, _ in ops if kind == "pending"]
             finished = [row for kind, row, _ in ops if kind == "finish"]
             try:
-                await self._in_db_thread(self._write, pending, finished)
+                await self._ledger.call(_write_ledger, pending, finished)
             except Exception as exc:  # a full disk must not be reported as sent
                 for _, _, fut in ops:
                     if fut is not None and not fut.done():
@@ -193,16 +181,11 @@ class LLMClient:
                 if fut is not None and not fut.done():
                     fut.set_result(None)
 
-    def _write(self, pending: list[dict], finished: list[dict]) -> None:
-        with store.transaction(self._ledger):
-            store.ledger_add_pending(self._ledger, pending)
-            store.ledger_finish(self._ledger, finished)
-
     async def lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Ledger rows for these keys (empty without a database)."""
         if self.db is None:
             return {}
-        return await self._in_db_thread(store.ledger_lookup, self._ledger, keys)
+        return await self._ledger.call(store.ledger_lookup, keys)
 
     async def record_pending(self, rows: list[dict[str, Any]]) -> None:
         """Commit pending rows for requests about to be sent (used by batch to pre-register)."""
@@ -392,6 +375,12 @@ def _parse_body(raw: bytes) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
         return None
     return data
+
+
+def _write_ledger(db: store.Database, pending: list[dict], finished: list[dict]) -> None:
+    with store.transaction(db):
+        store.ledger_add_pending(db, pending)
+        store.ledger_finish(db, finished)
 
 
 def _pending_row(

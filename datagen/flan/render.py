@@ -41,8 +41,8 @@ from datagen.flan.template_files import (
     placeholders,
     template_problems,
 )
+from datagen.store.tables import FLAN_EXAMPLES
 
-TABLE = "flan_examples"
 PARAPHRASE_PROMPT_FILE = TEMPLATE_DIR / "_paraphrase.yaml"
 OptionsStyle = Literal["plain", "random", "none"]
 
@@ -274,14 +274,14 @@ def save_run(db: Any, jsonl_path: str | Path, args: dict[str, Any], seed: int,
     with store.transaction(db), open(jsonl_path, encoding="utf-8") as handle:
         store.start_run(db, rid, "flan", args, seed)
         while batch := [{**json.loads(line), "run_id": rid} for line in islice(handle, batch_size)]:
-            written += store.save_rows(db, TABLE, batch, pk="id")
+            written += store.save_rows(db, FLAN_EXAMPLES, batch, pk="id")
         store.finish_run(db, rid, "ok", {**summary, "saved": written})
     return written
 
 
 def sft_examples(db: Any) -> Iterator[dict[str, Any]]:
     """SFT rows from the project DB: ``{"messages", "id", "source": "flan", "task"}``."""
-    for row in store.load_rows(db, TABLE):
+    for row in store.load_rows(db, FLAN_EXAMPLES):
         yield {"messages": json.loads(row["messages"]), "id": row["id"], "source": "flan",
                "task": row["task"]}
 

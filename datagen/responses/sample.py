@@ -28,6 +28,7 @@ from datagen.errors import UserInputError
 from datagen.ids import content_id
 from datagen.jsonl import note_unique, read_objects
 from datagen.jsonl import write_jsonl as write_jsonl  # callers import it from here
+from datagen.store.tables import PAIRS, RESPONSES
 
 PairMode = Literal["random", "all"]
 
@@ -170,17 +171,17 @@ def form_pairs(
 def save_responses(db: Any, responses: list[Response], pairs: list[Pair]) -> int:
     """Store responses (a rerun's outcome replaces a failed one) and pairs; return the number
     of new pairs."""
-    store.save_rows(db, "responses", responses, pk="id", replace=True)
+    store.save_rows(db, RESPONSES, responses, pk="id", replace=True)
     rows = [pair.model_dump(mode="json") | {"prompt": canonical_json(pair.prompt),
                                             "constraints": canonical_json(pair.constraints)}
             for pair in pairs]
-    return store.save_rows(db, "pairs", rows, pk="id")
+    return store.save_rows(db, PAIRS, rows, pk="id")
 
 
 def load_pairs(db: Any) -> list[dict[str, Any]]:
     """Stored pairs as `rlaif label` input objects (prompt and constraints decoded)."""
     out = []
-    for row in store.load_rows(db, "pairs"):
+    for row in store.load_rows(db, PAIRS):
         row["prompt"] = json.loads(row["prompt"])
         row["constraints"] = json.loads(row["constraints"])
         if row["constraints"] is None:

@@ -47,6 +47,7 @@ from datagen.self_instruct.parse import (
     sample_context,
 )
 from datagen.self_instruct.rouge import NoveltyIndex
+from datagen.store.tables import SI_FAILURES, SI_INSTANCES, SI_INSTRUCTIONS, SI_ROUNDS, SI_TASKS
 
 __all__ = [
     "DEFAULT_SEED_FILE", "RunSummary", "SelfInstructConfig", "bootstrap_instructions",
@@ -54,11 +55,6 @@ __all__ = [
     "seeds_digest", "sft_examples", "summarise", "to_messages",
 ]
 
-INSTRUCTIONS = "si_instructions"
-ROUNDS = "si_rounds"
-TASKS = "si_tasks"
-INSTANCES = "si_instances"
-FAILURES = "si_failures"
 TASK_CHUNK = 32
 
 
@@ -145,12 +141,12 @@ class _State:
             self.index.add(seed.instruction)
             self.member_ids.append(seed.id)
         self.machine: list[tuple[str, str]] = []
-        for row in store.load_rows(db, INSTRUCTIONS, order_by="round, prompt_index, item_index",
+        for row in store.load_rows(db, SI_INSTRUCTIONS, order_by="round, prompt_index, item_index",
                                    run_id=run_id, status="kept"):
             self.index.add(row["instruction"])
             self.member_ids.append(row["id"])
             self.machine.append((row["id"], row["instruction"]))
-        rounds = store.load_rows(db, ROUNDS, order_by="round", run_id=run_id)
+        rounds = store.load_rows(db, SI_ROUNDS, order_by="round", run_id=run_id)
         self.rounds = len(rounds)
         self.idle = 0
         for r in reversed(rounds):
@@ -214,9 +210,9 @@ def _failure(run_id: str, stage: str, reply: Completion, error: str,
 def _save_round(db: Any, run_id: str, number: int, rows: list[dict], failures: list[dict]) -> None:
     kept = sum(r["status"] == "kept" for r in rows)
     with store.transaction(db):
-        store.save_rows(db, INSTRUCTIONS, rows)
-        store.save_rows(db, FAILURES, failures)
-        store.save_rows(db, ROUNDS, [{"id": f"{run_id}:{number}", "run_id": run_id,
+        store.save_rows(db, SI_INSTRUCTIONS, rows)
+        store.save_rows(db, SI_FAILURES, failures)
+        store.save_rows(db, SI_ROUNDS, [{"id": f"{run_id}:{number}", "run_id": run_id,
                                       "round": number, "candidates": len(rows), "kept": kept}])
 
 
@@ -301,9 +297,10 @@ async def generate_instances(
 
     Returns how many could not be done because a request failed (a rerun retries them).
     """
-    done = {r["id"] for r in store.load_rows(db, TASKS, run_id=run_id)}
-    todo = [r for r in store.load_rows(db, INSTRUCTIONS, order_by="round, prompt_index, item_index",
-                                       run_id=run_id, status="kept") if r["id"] not in done]
+    done = {r["id"] for r in store.load_rows(db, SI_TASKS, run_id=run_id)}
+    kept = store.load_rows(db, SI_INSTRUCTIONS, order_by="round, prompt_index, item_index",
+                           run_id=run_id, status="kept")
+    todo = [r for r in kept if r["id"] not in done]
     failed = 0
     for start in range(0, len(todo), TASK_CHUNK):
         chunk = todo[start:start + TASK_CHUNK]
@@ -314,9 +311,9 @@ async def generate_instances(
                 if task is None:
                     failed += 1
                     continue
-                store.save_rows(db, INSTANCES, instances)
-                store.save_rows(db, FAILURES, failures)
-                store.save_rows(db, TASKS, [task])
+                store.save_rows(db, SI_INSTANCES, instances)
+                store.save_rows(db, SI_FAILURES, failures)
+                store.save_rows(db, SI_TASKS, [task])
     return failed
 
 
@@ -342,16 +339,16 @@ async def run_self_instruct(
 
 def summarise(db: Any, run_id: str, status: str, request_failures: int = 0) -> RunSummary:
     """Counts of a run's rows."""
-    rows = store.load_rows(db, INSTRUCTIONS, run_id=run_id)
-    tasks = store.load_rows(db, TASKS, run_id=run_id)
+    rows = store.load_rows(db, SI_INSTRUCTIONS, run_id=run_id)
+    tasks = store.load_rows(db, SI_TASKS, run_id=run_id)
     return RunSummary(
-        run_id=run_id, status=status, rounds=store.count_rows(db, ROUNDS, run_id=run_id),
+        run_id=run_id, status=status, rounds=store.count_rows(db, SI_ROUNDS, run_id=run_id),
         candidates=len(rows), kept=sum(r["status"] == "kept" for r in rows),
         rejected=dict(sorted(Counter(r["reason"] for r in rows if r["reason"]).items())),
         tasks=len(tasks), classification_tasks=sum(bool(t["is_classification"]) for t in tasks),
-        instances=store.count_rows(db, INSTANCES, run_id=run_id),
+        instances=store.count_rows(db, SI_INSTANCES, run_id=run_id),
         tasks_dropped=sum(bool(t["drop_reason"]) for t in tasks),
-        failed_parses=store.count_rows(db, FAILURES, run_id=run_id),
+        failed_parses=store.count_rows(db, SI_FAILURES, run_id=run_id),
         request_failures=request_failures)
 
 
@@ -361,8 +358,8 @@ def summarise(db: Any, run_id: str, status: str, request_failures: int = 0) -> R
 def instance_rows(db: Any, run_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Every stored instance with its instruction: {id, run_id, instruction, input, output}."""
     filters = {"run_id": run_id} if run_id else {}
-    texts = {r["id"]: r["instruction"] for r in store.load_rows(db, INSTRUCTIONS, **filters)}
-    for row in store.load_rows(db, INSTANCES, **filters):
+    texts = {r["id"]: r["instruction"] for r in store.load_rows(db, SI_INSTRUCTIONS, **filters)}
+    for row in store.load_rows(db, SI_INSTANCES, **filters):
         yield {"id": row["id"], "run_id": row["run_id"],
                "instruction": texts[row["instruction_id"]], "input": row["input"],
                "output": row["output"]}

@@ -17,9 +17,9 @@ import click
 from datagen import store
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write
+from datagen.store.tables import CONSTRAINED_PROMPTS
 from judges.constraints.prompts import (
     MAX_CONSTRAINTS,
-    TABLE,
     ConstrainedPrompt,
     add_constraints,
     bundled_prompts_path,
@@ -84,7 +84,7 @@ def write_jsonl(path: Path, rows: list[ConstrainedPrompt]) -> None:
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help=f"Save the rows to the {TABLE} table of this project database instead.",
+    help=f"Save the rows to the {CONSTRAINED_PROMPTS} table of this project database instead.",
 )
 def generate_constrained(
     prompts_path: Path | None,
@@ -109,8 +109,8 @@ def generate_constrained(
         )
         return
     database = store.open_db(db)
-    added = store.save_rows(database, TABLE, rows, pk="id")
+    added = store.save_rows(database, CONSTRAINED_PROMPTS, rows, pk="id")
     click.echo(
         f"saved {added} new of {len(rows)} constrained prompts from {source} to "
-        f"{db} table {TABLE} ({k_min}-{k_max} constraints each, seed {seed})"
+        f"{db} table {CONSTRAINED_PROMPTS} ({k_min}-{k_max} constraints each, seed {seed})"
     )

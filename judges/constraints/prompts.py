@@ -29,7 +29,6 @@ from judges.constraints.checkers import Spec
 from judges.constraints.compat import compatible, kinds_compatible
 from judges.constraints.kinds import KINDS, Constraint, parse_constraints
 
-TABLE = "constrained_prompts"  # where `rlaif generate constrained --db` saves the rows
 MAX_CONSTRAINTS = 8  # more than this reads like a puzzle, not a request
 DRAWS_PER_SET = 40  # kind draws before a partial set is abandoned and started again
 SETS_PER_PROMPT = 50

@@ -1,0 +1,35 @@
+"""The project database: the only package that speaks SQL.
+
+``db`` opens a database, runs write transactions and the named migrations, and gives async code
+its database thread; ``schema`` declares every table (``tables`` names them); ``ledger`` is the
+request ledger, ``runs`` the runs table and ``rows`` the generic rows generators save. Callers use
+the names re-exported here: ``from datagen import store; db = store.open_db("rlaif.db")``.
+"""
+
+from datagen.store import tables
+from datagen.store.db import (
+    Database,
+    DBThread,
+    database_file,
+    migrate,
+    open_db,
+    table_columns,
+    table_names,
+    transaction,
+)
+from datagen.store.ledger import (
+    LEDGER_COLUMNS,
+    ledger_add_pending,
+    ledger_finish,
+    ledger_lookup,
+    ledger_totals,
+)
+from datagen.store.rows import count_rows, declared_table, load_columns, load_rows, save_rows
+from datagen.store.runs import finish_run, get_run, start_run
+
+__all__ = [
+    "LEDGER_COLUMNS", "DBThread", "Database", "count_rows", "database_file", "declared_table",
+    "finish_run", "get_run", "ledger_add_pending", "ledger_finish", "ledger_lookup",
+    "ledger_totals", "load_columns", "load_rows", "migrate", "open_db", "save_rows",
+    "start_run", "table_columns", "table_names", "tables", "transaction",
+]
