@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from align.labeling.queue import LabelSettings, enqueue, queue_item  # noqa: E402
 from datagen import store  # noqa: E402
+from datagen.store.tables import LABEL_VOTES  # noqa: E402
 
 
 def prepare_queue(db_path: Path, pairs: int, gold: int, required: int) -> None:
@@ -181,7 +182,7 @@ def main() -> None:
             stop(service)
             stop(fake)
         stored = {(row["item_id"], row["annotator"])
-                  for row in store.load_rows(store.open_db(db), "label_votes")}
+                  for row in store.load_rows(store.open_db(db), LABEL_VOTES)}
     lost = tally.votes - stored
     total = sum(len(v) for v in tally.latency.values())
     print(f"service load: {args.clients} clients, {elapsed:.1f} s, {total} requests "
