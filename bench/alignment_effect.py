@@ -10,8 +10,9 @@ by a hash
    of their id into training and held-out prompts, and each gets 1-2 constraints
    (``judges.constraints.prompts.add_constraints``, seeded);
 2. the starting policy samples ``--samples`` answers per training prompt
-   (``align.eval.heldout.sample_policy``); every pair of answers to a prompt is labelled by the
-   verifier (``judges.constraints.verify.verify_pair``) and ties are dropped, giving
+   (``align.eval.heldout.sample_policy``: served by `rlaif serve`, through the ledger); every
+   pair of answers to a prompt is labelled by the verifier
+   (``judges.constraints.verify.verify_pair``) and ties are dropped, giving
    prompt/chosen/rejected rows;
 3. DPO (``align.train.trainers.build_config`` and TRL's ``DPOTrainer``, constant learning rate)
 runs for
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from align.eval.heldout import constraint_eval, format_eval, sample_policy  # noqa: E402
 from align.train.trainers import build_config, resolve_model, save_model  # noqa: E402
+from datagen import store  # noqa: E402
 from datagen.jsonl import write_jsonl  # noqa: E402
 from judges.constraints.prompts import add_constraints, load_base_prompts  # noqa: E402
 from judges.constraints.verify import verify_pair  # noqa: E402
@@ -131,7 +133,8 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=384)
-    parser.add_argument("--gen-batch", type=int, default=32, help="Sequences sampled together.")
+    parser.add_argument("--gen-batch", type=int, default=32,
+                        help="Answers requested at once (the server batches them).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="Keep data and model here.")
     parser.add_argument("--out", type=Path, default=Path("alignment_effect.json"))
@@ -152,10 +155,10 @@ def main() -> None:
     print(f"prompts: {len(train_rows)} train, {len(heldout_rows)} held out; sampling "
           f"{args.samples} answers each ...", file=sys.stderr)
 
-    flat = [r.prompt for r in train_rows for _ in range(args.samples)]
-    texts = sample_policy(start_dir, flat, temperature=args.temperature,
-                          max_new_tokens=args.tokens, seed=args.seed, batch_size=args.gen_batch)
-    answers = [texts[i * args.samples:(i + 1) * args.samples] for i in range(len(train_rows))]
+    answers, _ = sample_policy(str(start_dir), [r.prompt for r in train_rows],
+                               temperature=args.temperature, max_new_tokens=args.tokens,
+                               seed=args.seed, db=store.open_db(workdir / "rlaif.db"),
+                               samples=args.samples, concurrency=args.gen_batch)
     pairs, ties = verifier_pairs(train_rows, answers)
     write_jsonl(workdir / "pairs.jsonl", pairs)
     sampled_s = time.perf_counter() - t0
@@ -168,9 +171,9 @@ def main() -> None:
     print(f"dpo: {dpo['steps']} steps in {dpo['seconds']:.0f} s ({dpo['epochs']} epochs); "
           "evaluating ...", file=sys.stderr)
     report = constraint_eval([args.model, str(workdir / "dpo")], heldout_file,
-                             temperature=args.eval_temperature, max_new_tokens=args.tokens,
-                             samples=args.eval_samples, seed=args.seed,
-                             batch_size=args.gen_batch)
+                             db=workdir / "rlaif.db", temperature=args.eval_temperature,
+                             max_new_tokens=args.tokens, samples=args.eval_samples,
+                             seed=args.seed, batch_size=args.gen_batch)
     result = {"settings": {k: str(v) if isinstance(v, Path) else v
                            for k, v in vars(args).items()},
               "train_prompts": len(train_rows), "heldout_prompts": len(heldout_rows),

@@ -259,6 +259,14 @@ def test_builtin_demo_pipeline_checks(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+def answers_in_ledger(db_path: Path, model_dir: Path) -> dict[str, str]:
+    """{request body: response} of the ledger rows of one served model directory."""
+    rows = store.load_rows(store.open_db(db_path), "requests")
+    return {r["body"]: json.loads(r["response"])["choices"][0]["message"]["content"]
+            for r in rows if json.loads(r["body"])["model"].startswith(model_dir.name + "-")}
+
+
+@pytest.mark.slow  # serves each policy with `rlaif serve`
 def test_eval_constraints_on_tiny_policies(tmp_path):
     from align_models import build_policy, build_tokenizer
 
@@ -273,8 +281,12 @@ def test_eval_constraints_on_tiny_policies(tmp_path):
     out = tmp_path / "eval.json"
     result = invoke("eval", "constraints", "--prompts", str(prompts), "--model", str(first),
                     "--model", str(second), "--max-tokens", "6", "--samples", "2",
-                    "-o", str(out))
+                    "--db", str(tmp_path / "r.db"), "-o", str(out))
     assert result.exit_code == 0, result.output
+    # Every answer went through the ledger: 2 prompts x 2 samples (seeds 0 and 1) per policy.
+    asked = answers_in_ledger(tmp_path / "r.db", first)
+    assert len(asked) == 4 and len(answers_in_ledger(tmp_path / "r.db", second)) == 4
+    assert sorted(json.loads(body)["seed"] for body in asked) == [0, 0, 1, 1]
     report = json.loads(out.read_text())
     start, trained = report["models"][str(first)], report["models"][str(second)]
     assert start["n"] == trained["n"] == 4 and report["samples"] == 2
@@ -288,6 +300,13 @@ def test_eval_constraints_on_tiny_policies(tmp_path):
     assert diff["ci95"][0] <= diff["diff"] <= diff["ci95"][1]
     assert report["start_satisfaction_rate"] == start["rate"]  # as `rlaif report` reads it
     assert "held-out constraint satisfaction: 4 answers per model" in result.output
+    # Seeded: a fresh ledger samples the baseline again and gets the same answers.
+    again = invoke("eval", "constraints", "--prompts", str(prompts), "--model", str(first),
+                   "--max-tokens", "6", "--samples", "2", "--db", str(tmp_path / "fresh.db"),
+                   "--json")
+    assert again.exit_code == 0, again.output
+    assert answers_in_ledger(tmp_path / "fresh.db", first) == asked
+    assert json.loads(again.stdout)["models"][str(first)]["per_item"] == start["per_item"]
     result = invoke("eval", "constraints", "--prompts", str(prompts), "--model", str(first),
                     "--model", str(first))
     assert result.exit_code == 2 and "each policy once" in result.output

@@ -20,19 +20,14 @@ from typing import Any
 import click
 
 from align.eval.heldout import constraint_eval, format_eval
+from align.eval.policies import Endpoint, Sampling, Source, parse_source, sample_answers, served
 from align.eval.winrate import (
-    Endpoint,
-    Sampling,
-    Source,
     build_pairs,
     check_constraints,
     format_table,
     merge_labels,
-    parse_source,
     reference_sample_index,
-    sample_answers,
     satisfaction_report,
-    served,
     summarise,
     write_result,
 )
@@ -169,25 +164,32 @@ def eval_rm(model: str, data: str, batch_size: int, as_json: bool) -> None:
 @click.option("--model", "models", multiple=True, required=True,
               help="A policy: 'default' (the embedded model) or a model directory. Repeat; "
                    "the first is the baseline.")
-@click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0),
+@click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0, 2),
               help="Sampling temperature (0: greedy), the same for every policy.")
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1),
               help="New tokens per answer.")
 @click.option("--samples", default=1, show_default=True, type=click.IntRange(1),
               help="Answers per prompt.")
 @click.option("--seed", default=0, show_default=True, help="Sampling and bootstrap seed.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1),
+              help="Answers requested at once (the server batches them).")
+@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
+              help="Project database (request ledger: a rerun samples nothing again).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the report (with per-answer results) as JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
-                     max_tokens: int, samples: int, seed: int, batch_size: int,
+                     max_tokens: int, samples: int, seed: int, batch_size: int, db: Path,
                      output: Path | None, as_json: bool) -> None:
     """Held-out constraint satisfaction of policies (all constraints met, per constraint kind)
-    with Wilson 95% intervals, and each policy's difference from the first."""
-    report = constraint_eval(list(models), prompts, temperature=temperature,
-                             max_new_tokens=max_tokens, samples=samples, seed=seed,
-                             batch_size=batch_size)
+    with Wilson 95% intervals, and each policy's difference from the first.
+
+    Each policy is served by `rlaif serve` while it answers; every request goes through the
+    ledger. Exit status: 0; 1 when some requests failed (their answers count as unsatisfied;
+    rerun to retry them); 2 on bad input."""
+    report = constraint_eval(list(models), prompts, db=db,
+                             temperature=temperature, max_new_tokens=max_tokens,
+                             samples=samples, seed=seed, batch_size=batch_size)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(output) as fh:
@@ -197,3 +199,7 @@ def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
     else:
         for line in format_eval(report):
             click.echo(line)
+    if report.get("failed_requests"):
+        click.echo(f"eval constraints: {report['failed_requests']} requests failed; rerun to "
+                   "retry them", err=True)
+        sys.exit(1)

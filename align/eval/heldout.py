@@ -2,7 +2,8 @@
 
 The demo pipeline ends by asking whether the trained policies satisfy the constraints of
 prompts they never saw more often than the policy they started from. Every policy answers the
-same constrained prompts with the same sampling settings and seeds (``sample_policy``), each
+same constrained prompts with the same sampling settings and seeds (``sample_policy``: served by
+`rlaif serve`, every request through the ledger, as `rlaif eval winrate` samples), each
 answer is checked by the exact verifier (``judges.constraints.verify``), and the share of answers
 meeting every constraint, overall and per constraint kind, is reported with a Wilson 95% interval
 (``align.eval.intervals``); each policy after the first gets a paired bootstrap interval of its
@@ -13,12 +14,15 @@ that `rlaif report` reads.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from align.eval.intervals import wilson
+from align.eval.policies import Sampling, parse_source, sample_answers, served
+from datagen import store
+from datagen.endpoint.client import ClientConfig, LLMClient, run_async
 from datagen.errors import UserInputError
+from datagen.responses.sample import PromptItem, Response, read_prompts
 
 
 def paired_bootstrap(base: list[float], other: list[float], rounds: int = 2000,
@@ -36,8 +40,6 @@ def paired_bootstrap(base: list[float], other: list[float], rounds: int = 2000,
 
 def read_constrained(path: str | Path) -> list[Any]:
     """Constrained prompts (``prompt`` and ``constraints`` per line), each with constraints."""
-    from datagen.responses.sample import read_prompts
-
     items = read_prompts(path)
     for item in items:
         if not item.constraints:
@@ -46,34 +48,31 @@ def read_constrained(path: str | Path) -> list[Any]:
 
 
 def sample_policy(model: str, prompts: list[Any], *, temperature: float, max_new_tokens: int,
-                  seed: int, batch_size: int = 16) -> list[str]:
-    """One sampled answer per prompt (text or chat messages) from a local causal LM; the
-    same arguments give every policy the same sampling settings and seeds."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+                  seed: int, db: Any, samples: int = 1,
+                  concurrency: int = 16) -> tuple[list[list[str]], int]:
+    """``samples`` answers to each prompt (text or chat messages) from a local model ("default"
+    or a directory), served by `rlaif serve` for the call, every request through the ledger in
+    ``db`` (``align.eval.policies``). Sample k of every prompt is sent with seed ``seed + k``,
+    so the same arguments give every policy the same sampling settings and seeds, and a rerun
+    is answered from the ledger. Returns the answers per prompt and the number of requests
+    that failed (their answers are empty; a rerun retries them)."""
+    source = parse_source("model", model, None)
+    items = [PromptItem(id=str(i), prompt=prompt) for i, prompt in enumerate(prompts)]
+    with served([source]) as (endpoint,):
+        config = ClientConfig(base_url=endpoint.base_url, model=endpoint.model,
+                              concurrency=concurrency)
 
-    from align.train.trainers import resolve_model
-    from datagen.responses.sample import as_messages
+        async def go() -> list[list[Response]]:
+            async with LLMClient(config, db) as client:
+                return [await sample_answers(client, items, endpoint.model, Sampling(
+                    temperature=temperature, max_tokens=max_new_tokens, seed=seed + k))
+                    for k in range(samples)]
 
-    model_dir = resolve_model(model)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    network = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    texts: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = [as_messages(p) for p in prompts[start:start + batch_size]]
-        encoded = tokenizer.apply_chat_template(batch, add_generation_prompt=True, padding=True,
-                                                return_dict=True, return_tensors="pt")
-        torch.manual_seed(seed + start)
-        sampling = ({"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
-                    if temperature > 0 else {"do_sample": False})
-        with torch.inference_mode():
-            out = network.generate(**encoded, max_new_tokens=max_new_tokens,
-                                   pad_token_id=tokenizer.pad_token_id, **sampling)
-        texts += tokenizer.batch_decode(out[:, encoded["input_ids"].shape[1]:],
-                                        skip_special_tokens=True)
-    return texts
+        runs = run_async(go())
+    failed = sum(r.status != "ok" for run in runs for r in run)
+    texts = [[run[i].text if run[i].status == "ok" else "" for run in runs]
+             for i in range(len(items))]
+    return texts, failed
 
 
 def satisfaction(items: list[Any], texts: list[str]) -> dict[str, Any]:
@@ -101,22 +100,31 @@ def rate(k: int, n: int) -> dict[str, Any]:
     return {"passed": k, "n": n, "rate": k / n if n else 0.0, "ci95": [low, high]}
 
 
-def constraint_eval(models: list[str], prompts_path: str | Path, *, temperature: float = 0.7,
-                    max_new_tokens: int = 128, samples: int = 1, seed: int = 0,
-                    batch_size: int = 16,
-                    sampler: Callable[..., list[str]] = sample_policy) -> dict[str, Any]:
+def constraint_eval(models: list[str], prompts_path: str | Path, *, db: str | Path,
+                    temperature: float = 0.7, max_new_tokens: int = 128, samples: int = 1,
+                    seed: int = 0, batch_size: int = 16) -> dict[str, Any]:
     """Held-out constraint satisfaction of each policy on the same constrained prompts and
-    sampling settings; the first model is the baseline the others are compared with (paired
-    bootstrap interval of the difference in the all-satisfied rate)."""
+    sampling settings (``sample_policy``, ``batch_size`` requests in flight); the first model
+    is the baseline the others are compared with (paired bootstrap interval of the difference
+    in the all-satisfied rate). Failed requests count as unsatisfied answers and, when there
+    are any, their number is the report's ``failed_requests``."""
     if len(set(models)) != len(models):
         raise UserInputError("--model: each policy once (the first is the baseline)")
-    items = read_constrained(prompts_path) * samples
-    prompts = [item.prompt for item in items]
-    results: dict[str, Any] = {}
     for model in models:
-        texts = sampler(model, prompts, temperature=temperature, max_new_tokens=max_new_tokens,
-                        seed=seed, batch_size=batch_size)
-        results[model] = satisfaction(items, texts)
+        parse_source("model", model, None)  # every --model checked before any is served
+    base_items = read_constrained(prompts_path)
+    items = base_items * samples  # sample-major: every prompt once, then again
+    database = store.open_db(db)
+    results: dict[str, Any] = {}
+    failed = 0
+    for model in models:
+        texts, model_failed = sample_policy(
+            model, [item.prompt for item in base_items], temperature=temperature,
+            max_new_tokens=max_new_tokens, seed=seed, db=database, samples=samples,
+            concurrency=batch_size)
+        failed += model_failed
+        results[model] = satisfaction(items, [texts[i][k] for k in range(samples)
+                                              for i in range(len(base_items))])
     base = results[models[0]]["per_item"]
     for model in models[1:]:
         mine = results[model]["per_item"]
@@ -132,9 +140,10 @@ def constraint_eval(models: list[str], prompts_path: str | Path, *, temperature:
         key = name if names.count(name) == 1 else f"{name}{number + 1}"
         flat[f"{key}_satisfaction_rate"] = results[model]["rate"]
         flat[f"{key}_satisfaction_rate_ci"] = results[model]["ci95"]
-    return {"prompts": str(prompts_path), "n": len(items), "items": len(items),
-            "samples": samples, "temperature": temperature, "max_new_tokens": max_new_tokens,
-            "seed": seed, **flat, "models": results}
+    report = {"prompts": str(prompts_path), "n": len(items), "items": len(items),
+              "samples": samples, "temperature": temperature, "max_new_tokens": max_new_tokens,
+              "seed": seed, **flat, "models": results}
+    return report | ({"failed_requests": failed} if failed else {})
 
 
 def format_eval(report: dict[str, Any]) -> list[str]:
