@@ -31,7 +31,7 @@ from datagen import store
 from datagen.endpoint._http import ConnectionPool
 from datagen.endpoint.completion import Completion
 from datagen.endpoint.keys import canonical_bytes, canonical_json, normalise_path, payload_key
-from datagen.endpoint.limits import TokenBucket, estimate_tokens, price_for
+from datagen.endpoint.limits import Limits, estimate_tokens, price_for
 
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
@@ -115,17 +115,19 @@ class LLMClient:
     """Async OpenAI-compatible client with limits, retries and an exactly-once ledger.
 
     Use as ``async with LLMClient(config, db) as client: c = await client.chat(messages)``.
-    With ``db=None`` no ledger is kept (nothing is cached or recorded).
+    With ``db=None`` no ledger is kept (nothing is cached or recorded). ``limits`` replaces the
+    process's own rate limits and budget (a cluster passes one shared by all its workers).
     """
 
-    def __init__(self, config: ClientConfig, db: Any | None = None) -> None:
+    def __init__(
+        self, config: ClientConfig, db: Any | None = None, limits: Any | None = None
+    ) -> None:
         self.config = config
         self.db = db
         self.stats = Stats()
         self._pool: ConnectionPool | None = None
         self._sem: asyncio.Semaphore | None = None
-        self._rpm = TokenBucket(config.rpm) if config.rpm else None
-        self._tpm = TokenBucket(config.tpm) if config.tpm else None
+        self.limits = limits or Limits(config.rpm, config.tpm, config.budget_usd)
         self._ledger: store.DBThread | None = None
         self._queue: asyncio.Queue | None = None
         self._writer: asyncio.Task | None = None
@@ -271,9 +273,8 @@ class LLMClient:
         by_key = dict(zip(unique, answers, strict=True))
         return [by_key[key] for key in keys]
 
-    def _over_budget(self) -> bool:
-        cap = self.config.budget_usd
-        if cap is not None and self.stats.cost_usd >= cap:
+    async def _over_budget(self) -> bool:
+        if not self._budget_hit and await self.limits.over_budget():
             self._budget_hit = True
         return self._budget_hit
 
@@ -285,21 +286,18 @@ class LLMClient:
         self, key: str, path: str, body: dict[str, Any], payload: bytes
     ) -> Completion:
         path = normalise_path(path)
-        estimate = estimate_tokens(body) if self._tpm else 0
+        estimate = estimate_tokens(body) if self.limits.counts_tokens else 0
         attempts = 0
         error = "not sent"
         status_code: int | None = None
         async with self._sem:
-            if self._over_budget():
+            if await self._over_budget():
                 self.stats.skipped += 1
                 return Completion(key=key, status="skipped",
                                   error="budget exhausted (--budget-usd)")
             while True:
                 attempts += 1
-                if self._rpm:
-                    await self._rpm.take(1)
-                if self._tpm:
-                    await self._tpm.take(estimate)
+                await self.limits.acquire(estimate)
                 started = time.monotonic()
                 retry_after = None
                 self.stats.sent += 1
@@ -321,8 +319,7 @@ class LLMClient:
                         error = _error_message(raw, status_code)
                         retryable = status_code in RETRY_STATUSES
                         retry_after = _retry_after_seconds(headers.get("retry-after"))
-                if self._tpm:
-                    self._tpm.give_back(estimate)
+                self.limits.release(estimate)
                 if not retryable or attempts > self.config.max_retries:
                     break
                 self.stats.retries += 1
@@ -349,8 +346,9 @@ class LLMClient:
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
         self.stats.cost_usd += cost
-        if self._tpm:
-            self._tpm.give_back(estimate_tokens(body) - prompt_tokens - completion_tokens)
+        self.limits.charge(cost)
+        if self.limits.counts_tokens:
+            self.limits.release(estimate_tokens(body) - prompt_tokens - completion_tokens)
         return Completion(
             key=key, status="ok", status_code=200, body=parsed, attempts=attempts,
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost,

@@ -2,8 +2,11 @@
 
 Providers limit requests and tokens per minute; the client takes from a requests bucket and a
 tokens bucket (estimated before sending, corrected with the reported usage after) shared by
-every task of the process. Cost is priced from a table of dollars per million input and
-output tokens, which users override for their own models and contracts.
+every task of the process, and stops scheduling once the spending cap is reached. ``Limits``
+holds the buckets and the money spent; on a Ray cluster one ``Limits`` lives in an actor and
+every worker's client waits on it (``datagen.distributed``), so the limits are global. Cost is
+priced from a table of dollars per million input and output tokens, which users override for
+their own models and contracts.
 """
 
 from __future__ import annotations
@@ -73,3 +76,40 @@ class TokenBucket:
     def give_back(self, amount: float) -> None:
         self._refill()
         self.level = min(self.capacity, self.level + amount)
+
+
+class Limits:
+    """The requests and tokens buckets and the spending cap a client waits on.
+
+    ``acquire`` before each attempt, ``release`` the unused part of the token estimate after,
+    ``charge`` what a success cost; ``over_budget`` says whether to stop scheduling. The same
+    object serves one process, or, inside a Ray actor, every worker of a cluster.
+    """
+
+    def __init__(
+        self, rpm: float | None = None, tpm: float | None = None, budget_usd: float | None = None
+    ) -> None:
+        self.requests = TokenBucket(rpm) if rpm else None
+        self.tokens = TokenBucket(tpm) if tpm else None
+        self.budget_usd = budget_usd
+        self.spent_usd = 0.0
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.tokens is not None
+
+    async def acquire(self, tokens: int) -> None:
+        if self.requests:
+            await self.requests.take(1)
+        if self.tokens:
+            await self.tokens.take(tokens)
+
+    def release(self, tokens: int) -> None:
+        if self.tokens and tokens:
+            self.tokens.give_back(tokens)
+
+    def charge(self, usd: float) -> None:
+        self.spent_usd += usd
+
+    async def over_budget(self) -> bool:
+        return self.budget_usd is not None and self.spent_usd >= self.budget_usd
