@@ -21,13 +21,14 @@ import click
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from datagen.endpoint.client import ClientConfig
+from datagen.endpoint.client import ClientConfig, LLMClient
 from datagen.errors import UserInputError
 
 CLIENT_OPTION_NAMES = (
     "base_url", "api_key_env", "model", "concurrency", "rpm", "tpm", "max_retries",
     "timeout", "budget_usd", "prices",
 )
+EXECUTOR_OPTION_NAMES = ("executor", "ray_address", "endpoint_per_node")
 KEY_ENV = "OPENAI_API_KEY"  # where the API key is read from unless --api-key-env names another
 # Options that are ClientConfig fields of the same name: their defaults are the config's.
 CONFIG_FIELDS = ("model", "concurrency", "rpm", "tpm", "max_retries", "timeout", "budget_usd")
@@ -64,6 +65,37 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="JSON/YAML file {model: [input, output]} in $ per million tokens."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
+def executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--executor local|ray`` and its settings to a command that sends requests in bulk."""
+    options = [
+        click.option("--executor", default="local", show_default=True,
+                     type=click.Choice(["local", "ray"]),
+                     help="Send from this process, or from the nodes of a Ray cluster "
+                          "(global --rpm/--tpm/--budget-usd, one shared ledger)."),
+        click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="Ray cluster to join (auto, ray://host:10001); default: $RAY_ADDRESS, "
+                          "else a local one-node cluster."),
+        click.option("--endpoint-per-node", default=None, metavar="URL_TEMPLATE",
+                     help="Each node sends to its own endpoint, e.g. http://127.0.0.1:8000/v1; "
+                          "${VAR} is taken from the node's environment."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
+def open_client(config: ClientConfig, database: Any, options: dict[str, Any]) -> Any:
+    """The client a command uses: ``LLMClient`` here, or ``RayClient`` with ``--executor ray``
+    (both are async context managers with ``call_many``, ``chat`` and ``stats``)."""
+    if options.get("executor") != "ray":
+        return LLMClient(config, database)
+    from datagen import store
+    from datagen.distributed.executor import RayClient
+
+    return RayClient(config, store.database_file(database) if database is not None else None,
+                     address=options.get("ray_address"),
+                     api_key_env=options.get("api_key_env") or KEY_ENV,
+                     endpoint_per_node=options.get("endpoint_per_node"))
 
 
 def load_prices(path: str | None) -> dict[str, tuple[float, float]]:
@@ -122,8 +154,18 @@ def endpoint_url(
 
 
 def pop_client_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Split the endpoint options off a command's keyword arguments."""
-    return {name: kwargs.pop(name) for name in CLIENT_OPTION_NAMES if name in kwargs}
+    """Split the endpoint (and executor) options off a command's keyword arguments.
+
+    With ``--endpoint-per-node`` and no ``--base-url`` the template stands in for the base URL,
+    so no embedded model is started on the driver: the nodes' own endpoints answer."""
+    options = {name: kwargs.pop(name) for name in CLIENT_OPTION_NAMES + EXECUTOR_OPTION_NAMES
+               if name in kwargs}
+    per_node = options.get("endpoint_per_node")
+    if per_node and options.get("executor") != "ray":
+        raise UserInputError("--endpoint-per-node needs --executor ray")
+    if per_node and not options.get("base_url"):
+        options["base_url"] = per_node
+    return options
 
 
 def dump_options(options: dict[str, Any]) -> str:

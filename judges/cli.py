@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from datagen import store
+from datagen.connect import executor_options
 from datagen.constitutional.loop import load_samples, record_judge_verdicts
 from datagen.endpoint.client import Stats
 from datagen.errors import UserInputError
@@ -47,6 +48,7 @@ def _summary(labels: list[dict[str, Any]], stats: Stats) -> str:
               type=click.Choice(["fail", "skip"]),
               help="fail: stop before any request; skip: leave bad lines out and say so.")
 @judge_options()
+@executor_options
 def label(input_path: Path | None, output: Path, on_bad_row: str, **kwargs: Any) -> None:
     """Label response pairs with AI judges (both orders, soft labels, CoT, panels).
 

@@ -19,7 +19,13 @@ import click
 import yaml
 
 from datagen import store
-from datagen.connect import client_config, client_options, endpoint_url, pop_client_options
+from datagen.connect import (
+    client_config,
+    client_options,
+    endpoint_url,
+    open_client,
+    pop_client_options,
+)
 from datagen.endpoint.client import LLMClient, Stats, run_async
 from datagen.errors import UserInputError
 from judges.pairs import PairRow
@@ -145,7 +151,7 @@ def run_judges(rows: list[PairRow], specs: list[str], rubrics: dict[str, Any],
         settings = settings.model_copy(update={"model": model})
 
         async def go():
-            async with LLMClient(config, database) as client:
+            async with open_client(config, database, options) as client:
                 judges = make_judges(specs, client, rubrics, settings)
                 labels, failed = await label_pairs(rows, judges, settings.tie_margin)
                 return labels, failed, client.stats

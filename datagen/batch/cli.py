@@ -18,8 +18,15 @@ from datagen.batch.file import (
     summarise,
     write_output,
 )
-from datagen.connect import client_config, client_options, endpoint_url, pop_client_options
-from datagen.endpoint.client import LLMClient, run_async
+from datagen.connect import (
+    client_config,
+    client_options,
+    endpoint_url,
+    executor_options,
+    open_client,
+    pop_client_options,
+)
+from datagen.endpoint.client import run_async
 from datagen.errors import UserInputError
 
 
@@ -32,6 +39,7 @@ from datagen.errors import UserInputError
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
 @client_options
+@executor_options
 def batch(input_file: Path, output: Path, db: Path, progress: bool | None, **kwargs) -> None:
     """Run an OpenAI Batch API file against any OpenAI-compatible endpoint, exactly once.
 
@@ -54,7 +62,7 @@ def batch(input_file: Path, output: Path, db: Path, progress: bool | None, **kwa
         started = time.monotonic()
 
         async def go():
-            async with LLMClient(config, database) as client:
+            async with open_client(config, database, options) as client:
                 results = await run_batch(client, lines, show)
                 return results, summarise(results, client, started)
 

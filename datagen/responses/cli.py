@@ -14,9 +14,11 @@ from datagen.connect import (
     client_options,
     dump_options,
     endpoint_url,
+    executor_options,
+    open_client,
     pop_client_options,
 )
-from datagen.endpoint.client import LLMClient, run_async
+from datagen.endpoint.client import run_async
 from datagen.errors import UserInputError
 from datagen.responses.sample import (
     form_pairs,
@@ -44,6 +46,7 @@ from datagen.responses.sample import (
 @click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
               help="Project database (ledger, responses and pairs tables).")
 @client_options
+@executor_options
 def generate_responses(prompts_path: Path, n: int, temperature: float, max_tokens: int,
                        pair_mode: str, seed: int, db: Path, **kwargs) -> None:
     """Sample N responses per prompt from one or several models and store pairs of them.
@@ -64,7 +67,7 @@ def generate_responses(prompts_path: Path, n: int, temperature: float, max_token
         store.start_run(database, run_id, "responses", args, seed)
 
         async def go():
-            async with LLMClient(config, database) as client:
+            async with open_client(config, database, options) as client:
                 found = await sample_responses(client, prompts, models, n, temperature,
                                                max_tokens)
                 return found, client.stats

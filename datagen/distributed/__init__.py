@@ -1,0 +1,1 @@
+"""Running a command's model requests on a Ray cluster, through the same ledger, exactly once."""
