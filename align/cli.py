@@ -48,6 +48,9 @@ TRAIN_COMMANDS = {
     "rm": "align.train.cli:train_rm",
     "dpo": "align.train.cli:train_dpo",
     "ppo": "align.ppo.cli:train_ppo",
+    "grpo": "align.rl.cli:train_grpo",
+    "rloo": "align.rl.cli:train_rloo",
+    "online-dpo": "align.rl.cli:train_online_dpo",
 }
 
 EVAL_COMMANDS = {
@@ -96,7 +99,7 @@ def export() -> None:
 
 @main.group(cls=LazyGroup, lazy=TRAIN_COMMANDS)
 def train() -> None:
-    """Train a policy or reward model on exported data (TRL SFT/reward/DPO, project PPO)."""
+    """Train a policy or reward model (TRL SFT/reward/DPO/GRPO/RLOO/online DPO, project PPO)."""
 
 
 @main.group(name="eval", cls=LazyGroup, lazy=EVAL_COMMANDS)

@@ -102,11 +102,22 @@ async def judge_score(
     model: str | None = None, tie_margin: float = 0.05, name: str = "score",
 ) -> list[JudgeResult]:
     """Label pairs by scoring each response alone (identical (prompt, response) asked once)."""
+    items = sorted({(prompt_text(row.prompt), text) for row in rows
+                    for text in (row.response_a, row.response_b)})
+    scored = await score_each(client, items, rubric, model=model)
+    return [_pair_result(name, row, scored, rubric.score_temperature, tie_margin) for row in rows]
+
+
+async def score_each(
+    client: LLMClient, items: list[tuple[str, str]], rubric: PointwiseRubric, *,
+    model: str | None = None,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Score each (prompt text, response) alone: one ledger request per distinct item, one
+    re-ask per unreadable reply. Each record has ``score`` (None with ``error`` when unread)."""
     model = model or client.config.model
     params = {"max_tokens": rubric.params.max_tokens, "temperature": rubric.params.temperature,
               "logprobs": True, "top_logprobs": rubric.params.top_logprobs}
-    items = sorted({(prompt_text(row.prompt), text) for row in rows
-                    for text in (row.response_a, row.response_b)})
+    items = sorted(set(items))
     messages = {item: render_single(rubric, *item) for item in items}
     answers = await ask_all(client, [chat_body(model, messages[i], **params) for i in items])
     scored = {item: _read_score(ans, rubric) for item, ans in zip(items, answers, strict=True)}
@@ -119,7 +130,7 @@ async def judge_score(
         scored[item] = _read_score(answer, rubric) | {"retried": True, "unread_reply": first_reply}
         if scored[item].pop("unreadable", False):
             scored[item]["error"] = "unparseable score after one re-ask"
-    return [_pair_result(name, row, scored, rubric.score_temperature, tie_margin) for row in rows]
+    return scored
 
 
 def _read_score(answer: Completion, rubric: PointwiseRubric) -> dict[str, Any]:

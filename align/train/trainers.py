@@ -15,6 +15,7 @@ the output directory is always a plain model that ``rlaif eval``, PPO or DPO can
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,21 @@ CURVES_FILE = "curves.png"
 
 
 def trl_classes(kind: str) -> tuple[type, type]:
-    """(config class, trainer class) for a training kind; imports TRL on first use."""
+    """(config class, trainer class) for a training kind; imports TRL on first use. Online DPO
+    lives in TRL's experimental package, whose import warning is silenced."""
     import trl
 
+    if kind == "online-dpo":
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+        return OnlineDPOConfig, OnlineDPOTrainer
     return {
         "sft": (trl.SFTConfig, trl.SFTTrainer),
         "rm": (trl.RewardConfig, trl.RewardTrainer),
         "dpo": (trl.DPOConfig, trl.DPOTrainer),
+        "grpo": (trl.GRPOConfig, trl.GRPOTrainer),
+        "rloo": (trl.RLOOConfig, trl.RLOOTrainer),
     }[kind]
 
 
@@ -86,11 +95,13 @@ def read_config_file(path: str | Path, config_class: type) -> dict[str, Any]:
 
 
 def build_config(
-    kind: str, output_dir: str | Path, config_file: str | Path | None = None, **overrides: Any
+    kind: str, output_dir: str | Path, config_file: str | Path | None = None, *,
+    defaults: dict[str, Any] | None = None, **overrides: Any
 ):
-    """TRL's config for ``kind``: device defaults < YAML file < overrides (None = not given)."""
+    """TRL's config for ``kind``: device defaults < ``defaults`` < YAML file < overrides
+    (None = not given)."""
     config_class, _ = trl_classes(kind)
-    values = device_defaults()
+    values = device_defaults() | (defaults or {})
     if config_file is not None:
         values.update(read_config_file(config_file, config_class))
     values.update({key: value for key, value in overrides.items() if value is not None})
