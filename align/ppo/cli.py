@@ -32,6 +32,9 @@ OPTION_FIELDS = {
     "seed": "seed",
     "device": "device",
     "bf16": "bf16",
+    "alarm_corr": "alarm_corr",
+    "alarm_kl": "alarm_kl",
+    "stop_on_alarm": "stop_on_alarm",
 }
 
 
@@ -195,6 +198,13 @@ def plot_curves(metrics: list[dict[str, float]], png_path: Path) -> None:
 @click.option("--bf16/--no-bf16", default=None,
               help="bf16 autocast for forward passes (default: on for CUDA devices that support "
                    "it, off on CPU).")
+@click.option("--alarm-corr", type=click.FloatRange(-1, 1), default=None,
+              help="Alarm when the score-length correlation of a batch exceeds this (0.6).")
+@click.option("--alarm-kl", type=click.FloatRange(min=0), default=None,
+              help="Alarm when the KL to the reference (nats per token) exceeds this (1.0).")
+@click.option("--stop-on-alarm", is_flag=True, default=None,
+              help="Stop at the first alarm, before training on that batch; the saved policy "
+                   "is the last one without an alarm.")
 @click.option("--plot", is_flag=True, help=f"Also write {PLOT_FILE} (reward and KL curves).")
 def train_ppo(prompts_path: str, policy: str, reward_model: str, output: str,
               config_file: str | None, plot: bool, **options: Any) -> None:
@@ -217,9 +227,13 @@ def train_ppo(prompts_path: str, policy: str, reward_model: str, output: str,
     if plot:
         plot_curves(result.metrics, output_dir / PLOT_FILE)
     first, last = result.metrics[0], result.metrics[-1]
+    for row in result.metrics:
+        for message in row["alarms"]:
+            click.echo(f"ALARM at update {row['update']}: {message}")
     click.echo(f"saved policy to {output_dir}: {len(result.metrics)} updates, "
                f"score {first['score']:.3f} -> {last['score']:.3f}, KL {last['kl']:.3f}, "
-               f"{result.seconds:.1f}s")
+               f"{result.seconds:.1f}s" + (" (stopped on alarm)" if result.stopped_on_alarm
+                                           else ""))
 
 
 if __name__ == "__main__":

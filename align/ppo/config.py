@@ -51,6 +51,11 @@ class PPOConfig:
     # under torchrun "auto" and "cuda" mean cuda:LOCAL_RANK
     bf16: bool | None = None  # bf16 autocast for forward passes; None = on for CUDA devices that
     # support it, off on CPU
+    # the reward-hacking watch (align/rl/watch.py), checked on each rollout before its update
+    alarm_corr: float = 0.6  # alarm when the batch's score-length correlation exceeds this
+    alarm_kl: float = 1.0  # alarm when the KL to the reference (nats per token) exceeds this
+    stop_on_alarm: bool = False  # stop at the first alarm, before that rollout's update, so the
+    # saved policy is the last one that raised none
 
 
 def config_from_dict(values: dict[str, Any]) -> PPOConfig:

@@ -48,6 +48,7 @@ from align.ppo.rollout import (
     load_models,
     response_logits,
 )
+from align.rl.watch import Thresholds, alarms
 from align.train.metrics import METRICS_FILE, append_metrics
 
 __all__ = ["CONFIG_FILE", "METRICS_FILE", "PPOConfig", "PPOResult", "check_config",
@@ -65,6 +66,7 @@ class PPOResult:
     metrics: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     policy: PreTrainedModel | None = None
+    stopped_on_alarm: bool = False
 
 
 def ppo_loss(
@@ -292,15 +294,24 @@ def _run(
             lr = set_learning_rate(optimizer, config, update, updates)
             batch = next(batches)[rank * local:(rank + 1) * local]
             rollout = collect_rollout(models, [prompt_ids[i] for i in batch], config, sample_gen)
-            train_stats = ppo_epochs(models, rollout, config, optimizer, shuffle_gen, world_size)
             row = {"update": update + 1, "episodes": (update + 1) * config.batch_size, "lr": lr}
-            row.update(reduce_stats({**rollout.stats, **train_stats}, world_size, device))
+            row.update(watch_fields(reduce_stats(rollout.stats, world_size, device), local))
+            row["alarms"] = alarms(row, Thresholds(corr=config.alarm_corr, kl=config.alarm_kl),
+                                   kl_key="kl_per_token")
+            stop = bool(row["alarms"]) and config.stop_on_alarm
+            if not stop:  # an alarmed rollout is not trained on when stopping
+                train_stats = ppo_epochs(models, rollout, config, optimizer, shuffle_gen,
+                                         world_size)
+                row.update(reduce_stats(train_stats, world_size, device))
             row["seconds"] = time.perf_counter() - tick
             result.metrics.append(row)
             if rank == 0:
                 append_metrics(partial / METRICS_FILE, row)
             if on_update is not None:
                 on_update(row)
+            if stop:
+                result.stopped_on_alarm = True
+                break
         if rank == 0:
             _finish_output(models, config, partial, output_dir)
     except BaseException:
@@ -312,6 +323,16 @@ def _run(
     result.seconds = time.perf_counter() - started
     result.policy = models.policy
     return result
+
+
+def watch_fields(stats: dict[str, float], samples: int) -> dict[str, float | None]:
+    """The rollout statistics plus the reward-hacking watch's fields under the names the online
+    trainers use (``kl`` stays PPO's KL summed per response; ``kl_per_token`` is the watch's)."""
+    corr = stats.pop("score_length_corr")
+    return {**stats, "reward/rm/mean": stats["score"], "reward/rm/std": stats["score_std"],
+            "reward/mean": stats["score"], "reward/std": stats["score_std"],
+            "length/mean": stats["response_length"], "truncated/share": 1 - stats["eos_fraction"],
+            "reward_length_corr": None if math.isnan(corr) else corr, "samples": samples}
 
 
 def set_learning_rate(

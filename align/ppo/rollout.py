@@ -235,6 +235,15 @@ def rollout_forward(
 
 
 @torch.no_grad()  # not inference_mode: PPO's loss uses these tensors under autograd
+def pearson(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of two (B,) tensors; NaN when either is constant."""
+    xs, ys = xs.float() - xs.float().mean(), ys.float() - ys.float().mean()
+    denominator = (xs.square().sum() * ys.square().sum()).sqrt()
+    if denominator <= 0:
+        return torch.tensor(float("nan"), device=xs.device)
+    return (xs * ys).sum() / denominator
+
+
 def collect_rollout(
     models: Models, prompt_ids: Sequence[Sequence[int]], config: PPOConfig,
     generator: torch.Generator,
@@ -277,6 +286,10 @@ def collect_rollout(
         "kl": k1.sum(1).mean(),
         "response_length": response_mask.float().sum(1).mean(),
         "eos_fraction": has_eos.float().mean(),
+        # the reward-hacking watch (align/rl/watch.py)
+        "score_std": scores.std(unbiased=False),
+        "kl_per_token": k1.sum() / response_mask.sum().clamp(min=1),
+        "score_length_corr": pearson(scores, response_mask.float().sum(1)),
     }
     return Rollout(ids, mask, responses, response_mask, logprobs, values, advantages, returns,
                    stats)

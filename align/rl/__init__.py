@@ -1,1 +1,1 @@
-"""Online RL from AI and verifier feedback: GRPO, RLOO and online DPO with a reward-hacking watch."""
+"""Online RL from AI and verifier feedback (GRPO, RLOO, online DPO) and a reward-hacking watch."""

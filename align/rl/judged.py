@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from align.rl.rewards import RewardSpec
 from datagen import store
 from datagen.connect import client_config, endpoint_url
 from datagen.endpoint.client import ClientConfig, LLMClient, run_async
@@ -26,8 +27,6 @@ from judges.pairs import PairRow, prompt_text
 from judges.pairwise import PairwiseSettings, judge_pairwise
 from judges.pointwise import POINTWISE_FIELDS, PointwiseRubric, score_each
 from judges.rubric import PAIRWISE_FIELDS, PairwiseRubric, default_rubric_path, load_rubric
-
-from align.rl.rewards import RewardSpec
 
 
 @dataclass

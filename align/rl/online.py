@@ -114,9 +114,6 @@ def make_terms(
         elif spec.kind == "rm":
             scorer = rm_scorer(spec)
         else:
-            if spec.kind == "pairwise" and kind != "online-dpo":
-                raise UserInputError("--reward pairwise: only `rlaif train online-dpo` samples "
-                                     "two replies per prompt to compare")
             endpoint = open_endpoint(spec, db, stack)
             endpoints.append(endpoint)
             scorer = (judge_scorer if spec.kind == "judge" else pairwise_scorer)(spec, endpoint)
@@ -124,8 +121,12 @@ def make_terms(
     return terms, endpoints
 
 
-def check_specs(specs: list[RewardSpec], rows: list[dict[str, Any]], prompts: str) -> None:
+def check_specs(kind: str, specs: list[RewardSpec], rows: list[dict[str, Any]],
+                prompts: str) -> None:
     """Refuse reward lists that cannot work, before any model is loaded."""
+    if kind != "online-dpo" and any(spec.kind == "pairwise" for spec in specs):
+        raise UserInputError("--reward pairwise: only `rlaif train online-dpo` samples two "
+                             "replies per prompt to compare")
     if not specs:
         raise UserInputError("give at least one --reward (verify, judge, pairwise, rm:PATH, "
                              "length)")
@@ -140,14 +141,14 @@ def check_specs(specs: list[RewardSpec], rows: list[dict[str, Any]], prompts: st
 def train_online(
     kind: str, prompts: str | Path, model: str, output: str | Path, specs: list[RewardSpec],
     *, config_file: str | Path | None = None, db: str | Path = "rlaif.db",
-    thresholds: Thresholds = Thresholds(), stop_on_alarm: bool = False,
+    thresholds: Thresholds | None = None, stop_on_alarm: bool = False,
     max_minutes: float | None = None, save_steps: int = 50, **overrides: Any,
 ) -> dict[str, Any]:
     """Train ``model`` online with ``kind`` on ``prompts`` and the reward ``specs``; returns
     a summary (also written to ``rl_run.json``). ``overrides`` are TRL config fields."""
     output = Path(output)
     rows = load_rl_prompts(prompts)
-    check_specs(specs, rows, str(prompts))
+    check_specs(kind, specs, rows, str(prompts))
     model_dir = resolve_model(model)
     resume = resume_point(output)
     overrides["reward_weights"] = [spec.weight for spec in specs]
@@ -159,8 +160,8 @@ def train_online(
         max_tokens = config.max_new_tokens if kind == "online-dpo" else \
             config.max_completion_length
         terms, endpoints = make_terms(kind, specs, watch, max_tokens, Path(db), stack)
-        callback = WatchCallback(watch, output / METRICS_FILE, thresholds, stop_on_alarm,
-                                 max_minutes)
+        callback = WatchCallback(watch, output / METRICS_FILE, thresholds or Thresholds(),
+                                 stop_on_alarm, max_minutes)
         trainer = make_trainer(kind, config, model_dir, tokenizer, rows, terms, callback)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         saved = _save(trainer, output, callback, stop_on_alarm)

@@ -134,21 +134,23 @@ def step_row(step: int, logs: dict[str, Any], watched: dict[str, Any]) -> dict[s
     (per token) and ``entropy``."""
     row: dict[str, Any] = {"step": step, **logs, **watched}
     kl = next((logs[k] for k in KL_KEYS if k in logs), None)
-    if kl is not None and "objective/kl" in logs and watched.get("length/mean"):
-        kl = kl / watched["length/mean"]  # online DPO logs the KL summed over the reply
-    row["kl"] = kl
-    row["entropy"] = next((logs[k] for k in ENTROPY_KEYS if k in logs), None)
+    entropy = next((logs[k] for k in ENTROPY_KEYS if k in logs), None)
+    if "objective/kl" in logs and watched.get("length/mean"):
+        # online DPO sums KL and entropy over the reply; the watch reports them per token
+        kl = None if kl is None else kl / watched["length/mean"]
+        entropy = None if entropy is None else entropy / watched["length/mean"]
+    row["kl"], row["entropy"] = kl, entropy
     return row
 
 
-def alarms(row: dict[str, Any], thresholds: Thresholds) -> list[str]:
-    """The alarms a metrics row raises (empty when none)."""
+def alarms(row: dict[str, Any], thresholds: Thresholds, kl_key: str = "kl") -> list[str]:
+    """The alarms a metrics row raises (empty when none); ``kl_key`` names its per-token KL."""
     found = []
     corr = row.get("reward_length_corr")
     if (corr is not None and corr > thresholds.corr
             and row.get("samples", 0) >= thresholds.min_samples):
         found.append(f"reward-length correlation {corr:.2f} > {thresholds.corr}")
-    kl = row.get("kl")
+    kl = row.get(kl_key)
     if kl is not None and kl > thresholds.kl:
         found.append(f"KL to reference {kl:.3f} > {thresholds.kl} per token")
     return found
