@@ -9,7 +9,6 @@ of transformers' own bar.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from align.rl.watch import RewardWatch, Thresholds, alarms, step_row
+from align.train.metrics import append_metrics
 
 
 class WatchCallback(TrainerCallback):
@@ -56,8 +56,7 @@ class WatchCallback(TrainerCallback):
         found = alarms(row, self.thresholds)
         row["alarms"] = found
         if state.is_world_process_zero:
-            with open(self.metrics_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
+            append_metrics(self.metrics_path, row)
             self._show(row, found, state.global_step)
         if found and self.alarm_step is None:
             self.alarm_step, self.alarm_messages = state.global_step, found

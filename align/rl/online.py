@@ -40,12 +40,12 @@ from align.rl.rewards import (
     verify_scorer,
 )
 from align.rl.watch import RewardWatch, Thresholds
+from align.train.metrics import METRICS_FILE, read_metrics
 from align.train.trainers import build_config, resolve_model
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write
 
 KINDS = ("grpo", "rloo", "online-dpo")
-METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "rl_run.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 # what a checkpoint holds besides the model: left behind when it becomes the output model
@@ -90,14 +90,14 @@ def resume_point(output_dir: Path) -> Path | None:
 
 
 def trim_metrics(path: Path, last_step: int | None) -> None:
-    """Start ``metrics.jsonl`` afresh, or keep only the rows up to a resumed step."""
+    """Start ``metrics.jsonl`` afresh, or keep only the rows up to a resumed step (a line cut
+    by the kill is dropped)."""
     kept = []
     if last_step is not None and path.is_file():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= last_step]
+        kept = [row for row in read_metrics(path, skipped=[]) if row.get("step", 0) <= last_step]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as handle:
-        handle.write("".join(line + "\n" for line in kept))
+        handle.write("".join(json.dumps(row) + "\n" for row in kept))
 
 
 def make_terms(
