@@ -214,3 +214,19 @@ def test_same_local_model_on_both_sides_ties(tmp_path, tiny_model_dir):  # noqa:
     assert data["policy"]["model"].startswith(tiny_model_dir.name + "-")
     rates = data["satisfaction_rate"]
     assert rates["policy"] == rates["reference"] and data["satisfaction_n"]["policy"] == 2
+
+
+def test_judge_options_are_those_of_label_less_orders_seed_and_db():
+    from align.eval.cli import eval_winrate
+    from judges.cli import label
+
+    def judging(command) -> dict[str, str | None]:
+        return {p.name: p.help for p in command.params
+                if p.name not in ("input_path", "output", "on_bad_row")}
+
+    ours, theirs = judging(eval_winrate), judging(label)
+    shared = set(ours) & set(theirs)
+    assert {"judges", "judge_base_url", "judge_model", "rubrics", "soft", "cot",
+            "tie_margin", "base_url", "concurrency"} <= shared
+    assert "orders" in theirs and "orders" not in ours
+    assert all(ours[name] == theirs[name] for name in shared - {"seed", "db"})

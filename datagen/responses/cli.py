@@ -20,13 +20,13 @@ from datagen.connect import (
 )
 from datagen.endpoint.client import run_async
 from datagen.errors import UserInputError
+from datagen.jsonl import write_jsonl
 from datagen.responses.sample import (
     form_pairs,
     load_pairs,
     read_prompts,
     sample_responses,
     save_responses,
-    write_jsonl,
 )
 
 

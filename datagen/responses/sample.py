@@ -27,7 +27,7 @@ from datagen.endpoint.keys import canonical_json, request_key
 from datagen.errors import UserInputError
 from datagen.ids import content_id
 from datagen.jsonl import note_unique, read_objects
-from datagen.jsonl import write_jsonl as write_jsonl  # callers import it from here
+from datagen.jsonl import write_jsonl as write_jsonl  # align/service/cli.py imports it from here
 from datagen.store.tables import PAIRS, RESPONSES
 
 PairMode = Literal["random", "all"]
