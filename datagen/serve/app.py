@@ -1,390 +1,149 @@
-"""An OpenAI-compatible HTTP server over a local transformers causal LM (``rlaif serve``).
+"""The HTTP side of ``rlaif serve``: an OpenAI-compatible aiohttp server over a local model.
 
 It lets every command run offline against the embedded model (or any local Hugging Face model
 directory) through the same client code that talks to hosted APIs. It answers
-``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` with the
-parameters our generators and judges use: ``max_tokens``/``max_completion_tokens``,
-``temperature`` (0 = greedy), ``top_p``, ``n``, ``seed``, ``stop``, chat ``logprobs`` and
-``top_logprobs``, completions ``logprobs: k`` and ``echo`` (which scores the prompt, the way a
-judge scores a text), and ``usage``. Errors have OpenAI's shape. Requests are decoded together
-by ``datagen.serve.batcher.Batcher``; ``GET /v1/stats`` reports its counters. The HTTP side runs on
-aiohttp in the main thread and never touches torch.
+``GET /v1/models``, ``POST /v1/chat/completions`` and ``POST /v1/completions`` (whole or, with
+``stream: true``, as server-sent events) and ``GET /v1/stats`` (the backend's counters and the
+admission state). The event loop only moves bytes: bodies are size-checked while they are read
+(``Limits.max_body_bytes``, 413), parsed and tokenized on a worker thread
+(``datagen.serve.api``), admitted under the in-flight token budget (``TokenGate``), and decoded
+by the backend's threads. A client that disconnects cancels its rows; idle connections and
+slow bodies time out; on SIGINT/SIGTERM the server stops listening, lets requests in flight
+finish for a grace period, cancels the rest and exits without a traceback. The API key, when
+set, is compared as a SHA-256 digest in constant time; the scheme name is case-insensitive.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
+import contextlib
+import hashlib
 import hmac
-import json
 import os
-import secrets
 import signal
-import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import torch
+import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datagen.errors import UserInputError
-from datagen.serve.batcher import Batcher, Job, RowResult, Sampling, Scored
+from datagen.serve.admission import Limits, TokenGate
+from datagen.serve.api import ApiError, Prepared, prepare_chat, prepare_completion
+from datagen.serve.model import ServedModel, load_served
+from datagen.serve.replies import ChunkStream, chat_response, completion_response
 
-MAX_ROWS_PER_REQUEST = 128
-DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default for /v1/completions
-DEFAULT_MODEL_ALIAS = "default"
-
-
-class ApiError(Exception):
-    """An error answered as OpenAI does: ``{"error": {message, type, param, code}}``."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None, kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = (
-            status, message, param, code, kind)
-
-    def response(self) -> web.Response:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param,
-                          "code": self.code}}
-        return web.json_response(body, status=self.status)
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
-# --- request bodies ----------------------------------------------------------------------------
+class Server:
+    """The routes' shared state: model, limits, token gate, request-preparation thread."""
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    def __init__(self, served: ServedModel, limits: Limits) -> None:
+        self.served, self.limits = served, limits
+        self.gate = TokenGate(limits.max_inflight_tokens)
+        self.prep = ThreadPoolExecutor(1, thread_name_prefix="prepare")
+        self.streams_cancelled = 0
 
-
-class ContentPart(_Body):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
-
-
-class _GenerationRequest(_Body):
-    model: str
-    max_tokens: int | None = Field(default=None, ge=0)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int | None = Field(default=None, ge=1, le=MAX_ROWS_PER_REQUEST)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool | None = None
-
-
-class ChatRequest(_GenerationRequest):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=0)
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-
-
-class CompletionRequest(_GenerationRequest):
-    prompt: str | list[str] | list[int] | list[list[int]]
-    echo: bool | None = None
-    logprobs: int | None = Field(default=None, ge=0, le=20)
-
-
-# --- the served model --------------------------------------------------------------------------
-
-class ServedModel:
-    """A loaded model with its tokenizer, id, context length and batcher."""
-
-    def __init__(self, model: Any, tokenizer: Any, model_id: str, batcher: Batcher) -> None:
-        self.model, self.tokenizer, self.model_id, self.batcher = (
-            model, tokenizer, model_id, batcher)
-        self.context_length = int(model.config.max_position_embeddings)
-        self.created = int(time.time())
-        self._token_bytes = token_bytes_function(tokenizer)
-
-    def token_bytes(self, token: int) -> bytes:
-        return self._token_bytes(token)
-
-    def token_text(self, token: int) -> str:
-        return self._token_bytes(token).decode("utf-8", errors="replace")
-
-    async def run(self, prompts: list[list[int]], seeds: list[int],
-                  sampling: Sampling) -> list[RowResult]:
-        """Queue one job and wait for its rows."""
+    async def prepare(self, request: web.Request, kind: str) -> Prepared:
+        """Read the body (bounded in size and time) and prepare it off the event loop."""
+        try:
+            raw = await asyncio.wait_for(request.read(), self.limits.idle_timeout_s)
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within "
+                                f"{self.limits.idle_timeout_s:g} s") from None
+        prepare = prepare_chat if kind == "chat" else prepare_completion
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[RowResult]] = loop.create_future()
+        return await loop.run_in_executor(
+            self.prep, partial(prepare, self.served.info, raw, self.limits.max_request_tokens))
 
-        def settle(results: list[RowResult] | None, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(ApiError(500, f"generation failed: {error}",
-                                              kind="server_error"))
-            else:
-                future.set_result(results)
+    async def answer(self, request: web.Request, kind: str) -> web.StreamResponse:
+        prep = await self.prepare(request, kind)
+        await self.gate.acquire(prep.weight)
+        try:
+            if prep.stream:
+                return await self.stream(request, prep)
+            results = await self.decode(prep)
+        finally:
+            self.gate.release(prep.weight)
+        build = chat_response if kind == "chat" else completion_response
+        return web.json_response(build(self.served, prep, results),
+                                 dumps=lambda body: orjson.dumps(body).decode())
 
-        def on_done(results: list[RowResult] | None, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(settle, results, error)
-
-        self.batcher.submit(Job(prompts=prompts, seeds=seeds, sampling=sampling,
-                                on_done=on_done, cancelled=future.cancelled))
+    async def decode(self, prep: Prepared) -> list[Any]:
+        """Decode a request's rows; cancelling the caller (client gone) cancels the rows."""
+        loop = asyncio.get_running_loop()
+        holder: dict[str, asyncio.Future] = {}
+        job, future = self.served.job_for(loop, prep.prompts, prep.seeds, prep.sampling,
+                                          cancelled=lambda: holder["f"].cancelled())
+        holder["f"] = future
+        self.served.submit(job)
         return await future
 
+    async def stream(self, request: web.Request, prep: Prepared) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        stopped = asyncio.Event()
 
-def load_model(model_dir: Path) -> tuple[Any, Any]:
-    """Load a local Hugging Face causal LM and its tokenizer (fp32, inference mode, offline)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+        def on_token(index: int, token: int, scored: Any) -> None:
+            post(loop, events.put_nowait, (index, token, scored))
 
-    hf_logging.disable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True,
-                                                 dtype=torch.float32)
-    return model.eval(), tokenizer
+        job, future = self.served.job_for(loop, prep.prompts, prep.seeds, prep.sampling,
+                                          cancelled=stopped.is_set, on_token=on_token)
+        future.add_done_callback(lambda _: events.put_nowait(None))
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        chunks = ChunkStream(self.served, prep, job.results)
+        self.served.submit(job)
+        finished = False
+        try:
+            await send(response, chunks.opening())
+            while (event := await events.get()) is not None:
+                await send(response, chunks.token(*event))
+            error = future.exception()
+            if error is None:
+                await send(response, chunks.closing())
+            else:  # the status line is sent already: report the fault as OpenAI does, in-band
+                await send(response, [ApiError(500, f"generation failed: {error}",
+                                               kind="server_error").body()])
+            await response.write(b"data: [DONE]\n\n")
+            finished = True
+        finally:
+            if not finished:
+                stopped.set()
+                self.streams_cancelled += 1
+        return response
 
-
-def byte_level_alphabet() -> dict[str, int]:
-    """Byte-level BPE's printable stand-ins for the 256 byte values, as character -> byte."""
-    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
-    table = {chr(b): b for b in kept}
-    shifted = sorted(set(range(256)) - set(kept))
-    table |= {chr(256 + i): b for i, b in enumerate(shifted)}
-    return table
-
-
-def token_bytes_function(tokenizer: Any) -> Callable[[int], bytes]:
-    """A memoised id -> UTF-8 bytes map (exact for byte-level BPE, decoded otherwise)."""
-    from tokenizers import decoders
-
-    alphabet = byte_level_alphabet()
-    added = {i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
-    byte_level = isinstance(tokenizer.backend_tokenizer.decoder, decoders.ByteLevel)
-    memo: dict[int, bytes] = {}
-
-    def lookup(token: int) -> bytes:
-        if token not in memo:
-            piece = tokenizer.convert_ids_to_tokens(token)
-            if token in added:
-                memo[token] = added[token].encode()
-            elif byte_level and all(ch in alphabet for ch in piece):
-                memo[token] = bytes(alphabet[ch] for ch in piece)
-            else:
-                memo[token] = tokenizer.decode([token]).encode()
-        return memo[token]
-
-    return lookup
+    def stats(self) -> dict[str, Any]:
+        return self.served.engine.snapshot() | {
+            "inflight_tokens": self.gate.used, "waiting_requests": self.gate.waiting,
+            "max_inflight_tokens": self.gate.capacity, "streams_cancelled":
+                self.streams_cancelled}
 
 
-# --- request handling --------------------------------------------------------------------------
-
-def parse_body(raw: bytes, schema: type[_Body]) -> Any:
-    """Decode and validate a JSON request body, or raise a 400 ApiError."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    try:
-        return schema.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ApiError(400, f"{where}: {first['msg']}", param=str(first["loc"][0]),
-                       code="invalid_type" if first["type"].endswith("_type") else None) from None
+def post(loop: asyncio.AbstractEventLoop, callback: Callable, *args: Any) -> None:
+    """Run ``callback(*args)`` on the loop from a backend thread; dropped once it has closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
-def check_request(served: ServedModel, req: _GenerationRequest) -> None:
-    if req.model not in (served.model_id, DEFAULT_MODEL_ALIAS):
-        raise ApiError(400, f"model {req.model!r} is not served here; this server serves "
-                            f"{served.model_id!r}", param="model", code="model_not_found")
-    if req.stream:
-        raise ApiError(400, "stream: streaming is not supported by this server", param="stream")
+async def send(response: web.StreamResponse, chunks: list[dict[str, Any]]) -> None:
+    if chunks:
+        await response.write(b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks))
 
 
-def budget(served: ServedModel, prompt_lengths: list[int], requested: int | None,
-           default: int | None, param: str) -> int:
-    """New tokens per row: the request's max, checked against the model's context."""
-    longest = max(prompt_lengths)
-    if min(prompt_lengths) == 0:
-        raise ApiError(400, f"{param}: the prompt is empty", param=param)
-    room = served.context_length - longest
-    wanted = requested if requested is not None else min(default or room, room)
-    if wanted > room or room <= 0:
-        raise ApiError(
-            400, f"this model's context is {served.context_length} tokens, but the request "
-                 f"needs {longest + wanted} ({longest} in the prompt, {wanted} to generate); "
-                 "shorten the prompt or lower max_tokens",
-            param=param, code="context_length_exceeded")
-    return wanted
-
-
-def row_seeds(seed: int | None, count: int) -> list[int]:
-    """Per-row generator seeds: derived from the request's seed, else random."""
-    if seed is None:
-        return [secrets.randbits(63) for _ in range(count)]
-    return [(seed * 1_000_003 + i) % 2**63 for i in range(count)]
-
-
-def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
-    values = [stop] if isinstance(stop, str) else list(stop or [])
-    return tuple(s for s in values if s)
-
-
-def chat_prompt(served: ServedModel, messages: list[ChatMessage]) -> list[int]:
-    """Token ids of the conversation in the model's chat template, ready for the reply."""
-    turns = []
-    for message in messages:
-        content = message.content
-        if isinstance(content, list):
-            content = "\n".join(part.text for part in content)
-        role = "system" if message.role == "developer" else message.role
-        turns.append({"role": role, "content": content or ""})
-    try:
-        text = served.tokenizer.apply_chat_template(turns, add_generation_prompt=True,
-                                                    tokenize=False)
-    except Exception as exc:  # a template that rejects these roles, or a model without one
-        raise ApiError(400, f"messages: the chat template failed: {exc}",
-                       param="messages") from None
-    return served.tokenizer(text, add_special_tokens=False).input_ids
-
-
-def usage(prompt_tokens: int, results: list[RowResult]) -> dict[str, int]:
-    completion = sum(len(r.tokens) for r in results)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion}
-
-
-def chat_logprobs(served: ServedModel, scored: list[Scored]) -> dict[str, Any]:
-    def entry(token: int, logprob: float) -> dict[str, Any]:
-        return {"token": served.token_text(token), "logprob": logprob,
-                "bytes": list(served.token_bytes(token))}
-
-    return {"content": [
-        {**entry(s.token, s.logprob), "top_logprobs": [entry(t, lp) for t, lp in s.top]}
-        for s in scored
-    ], "refusal": None}
-
-
-def completion_logprobs(
-    served: ServedModel, scored: list[Scored], offset: int = 0
-) -> dict[str, Any]:
-    """Legacy completions log-probs; text offsets count from ``offset`` in the choice's text."""
-    tokens = [served.token_text(s.token) for s in scored]
-    offsets = []
-    for text in tokens:
-        offsets.append(offset)
-        offset += len(text)
-    return {
-        "tokens": tokens,
-        "token_logprobs": [s.logprob for s in scored],
-        "top_logprobs": [
-            None if s.logprob is None else {served.token_text(t): lp for t, lp in s.top}
-            for s in scored
-        ],
-        "text_offset": offsets,
-    }
-
-
-async def chat_completions(served: ServedModel, raw: bytes) -> dict[str, Any]:
-    req: ChatRequest = parse_body(raw, ChatRequest)
-    check_request(served, req)
-    if req.top_logprobs is not None and not req.logprobs:
-        raise ApiError(400, "top_logprobs: requires logprobs to be true", param="top_logprobs")
-    prompt = chat_prompt(served, req.messages)
-    n = req.n or 1
-    requested = (req.max_completion_tokens if req.max_completion_tokens is not None
-                 else req.max_tokens)
-    sampling = Sampling(
-        max_new_tokens=budget(served, [len(prompt)], requested, None, "messages"),
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        stop=stop_strings(req.stop),
-        top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
-    )
-    results = await served.run([prompt] * n, row_seeds(req.seed, n), sampling)
-    choices = [{
-        "index": i,
-        "message": {"role": "assistant", "content": r.text, "refusal": None},
-        "logprobs": chat_logprobs(served, r.scored) if req.logprobs else None,
-        "finish_reason": r.finish_reason,
-    } for i, r in enumerate(results)]
-    return {"id": f"chatcmpl-{secrets.token_hex(12)}", "object": "chat.completion",
-            "created": int(time.time()), "model": served.model_id, "choices": choices,
-            "usage": usage(len(prompt), results), "system_fingerprint": None}
-
-
-def completion_prompts(served: ServedModel, prompt: Any) -> tuple[list[list[int]], list[str]]:
-    """Token ids and echo text of each prompt (a string, strings, ids, or lists of ids)."""
-    if isinstance(prompt, str):
-        prompt = [prompt]
-    if prompt and all(isinstance(t, int) for t in prompt):
-        prompt = [prompt]
-    ids, texts = [], []
-    vocab = len(served.tokenizer)
-    for item in prompt:
-        if isinstance(item, str):
-            ids.append(served.tokenizer(item).input_ids)
-            texts.append(item)
-        else:
-            if any(t < 0 or t >= vocab for t in item):
-                raise ApiError(400, f"prompt: token ids must lie in [0, {vocab})", param="prompt")
-            ids.append(list(item))
-            texts.append(served.tokenizer.decode(item))
-    if not ids:
-        raise ApiError(400, "prompt: give at least one prompt", param="prompt")
-    return ids, texts
-
-
-async def completions(served: ServedModel, raw: bytes) -> dict[str, Any]:
-    req: CompletionRequest = parse_body(raw, CompletionRequest)
-    check_request(served, req)
-    prompts, texts = completion_prompts(served, req.prompt)
-    n = req.n or 1
-    if len(prompts) * n > MAX_ROWS_PER_REQUEST:
-        raise ApiError(400, f"prompt: at most {MAX_ROWS_PER_REQUEST} prompts x n per request",
-                       param="prompt")
-    sampling = Sampling(
-        max_new_tokens=budget(served, [len(p) for p in prompts], req.max_tokens,
-                              DEFAULT_COMPLETION_TOKENS, "prompt"),
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        stop=stop_strings(req.stop),
-        top_logprobs=req.logprobs,
-        echo_logprobs=bool(req.echo) and req.logprobs is not None,
-    )
-    rows = [p for p in prompts for _ in range(n)]
-    results = await served.run(rows, row_seeds(req.seed, len(rows)), sampling)
-    choices = []
-    for i, r in enumerate(results):
-        echoed = texts[i // n] if req.echo else ""
-        logprobs = None
-        if req.logprobs is not None:
-            logprobs = completion_logprobs(served, r.scored, len(echoed))
-            if req.echo:
-                scored_prompt = completion_logprobs(served, r.prompt_scored)
-                logprobs = {key: scored_prompt[key] + logprobs[key] for key in logprobs}
-        choices.append({"index": i, "text": echoed + r.text, "logprobs": logprobs,
-                        "finish_reason": r.finish_reason})
-    return {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion",
-            "created": int(time.time()), "model": served.model_id, "choices": choices,
-            "usage": usage(sum(len(p) for p in prompts), results), "system_fingerprint": None}
-
-
-# --- the aiohttp application -------------------------------------------------------------------
-
-def build_app(served: ServedModel, api_key: str | None = None) -> web.Application:
+def build_app(server: Server, api_key: str | None = None) -> web.Application:
     """The aiohttp application: routes, OpenAI-shaped errors, optional bearer-token check."""
+    key_digest = hashlib.sha256(api_key.encode()).digest() if api_key is not None else None
 
     @web.middleware
     async def openai_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
         try:
-            if api_key is not None:
-                check_api_key(request, api_key)
+            if key_digest is not None:
+                check_api_key(request, key_digest)
             return await handler(request)
         except ApiError as exc:
             return exc.response()
@@ -393,9 +152,13 @@ def build_app(served: ServedModel, api_key: str | None = None) -> web.Applicatio
                 return ApiError(404, f"unknown path {request.method} {request.path}",
                                 code="not_found").response()
             return ApiError(exc.status, exc.reason).response()
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
         except Exception as exc:  # a bug: still answer in OpenAI's shape, which clients retry
             return ApiError(500, f"internal error: {type(exc).__name__}: {exc}",
                             kind="server_error").response()
+
+    served = server.served
 
     async def list_models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{
@@ -404,26 +167,23 @@ def build_app(served: ServedModel, api_key: str | None = None) -> web.Applicatio
         }]})
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response(served.batcher.snapshot())
+        return web.json_response(server.stats())
 
-    async def chat(request: web.Request) -> web.Response:
-        return web.json_response(await chat_completions(served, await request.read()))
-
-    async def complete(request: web.Request) -> web.Response:
-        return web.json_response(await completions(served, await request.read()))
-
-    app = web.Application(middlewares=[openai_errors], client_max_size=64 * 2**20)
+    app = web.Application(middlewares=[openai_errors],
+                          client_max_size=server.limits.max_body_bytes)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/stats", stats)
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_post("/v1/completions", complete)
+    app.router.add_post("/v1/chat/completions", partial(Server.answer, server, kind="chat"))
+    app.router.add_post("/v1/completions", partial(Server.answer, server, kind="completion"))
     return app
 
 
-def check_api_key(request: web.Request, api_key: str) -> None:
-    given = request.headers.get("Authorization", "")
-    token = given[len("Bearer "):] if given.startswith("Bearer ") else ""
-    if not hmac.compare_digest(token.encode(), api_key.encode()):
+def check_api_key(request: web.Request, key_digest: bytes) -> None:
+    """Accept ``Authorization: Bearer KEY`` (scheme in any case); digests are compared in
+    constant time, so neither the key's content nor its length leaks through timing."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    given = token.strip() if scheme.lower() == "bearer" else ""
+    if not hmac.compare_digest(hashlib.sha256(given.encode()).digest(), key_digest):
         raise ApiError(401, "incorrect or missing API key (send 'Authorization: Bearer KEY')",
                        code="invalid_api_key")
 
@@ -434,11 +194,14 @@ def base_url_for(host: str, port: int) -> str:
 
 
 async def serve_until_stopped(
-    served: ServedModel, host: str, port: int, api_key: str | None,
+    server: Server, host: str, port: int, api_key: str | None,
     on_ready: Callable[[str], None], exit_with_parent: bool = False,
 ) -> None:
     """Listen until SIGINT/SIGTERM (or the parent process exits); call on_ready(base_url)."""
-    runner = web.AppRunner(build_app(served, api_key), access_log=None, shutdown_timeout=2.0)
+    limits = server.limits
+    runner = web.AppRunner(build_app(server, api_key), access_log=None,
+                           shutdown_timeout=limits.shutdown_grace_s, handler_cancellation=True,
+                           keepalive_timeout=limits.idle_timeout_s)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -448,6 +211,7 @@ async def serve_until_stopped(
                              f"{exc.strerror or exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
     def on_signal() -> None:
         if stop.is_set():  # asked twice: stop now, without waiting for work in flight
             os._exit(1)
@@ -462,7 +226,11 @@ async def serve_until_stopped(
     finally:
         if watcher is not None:
             watcher.cancel()
+        # Stops listening, waits up to the grace period for handlers, then cancels them
+        # (which cancels their rows in the backend).
         await runner.cleanup()
+        await loop.run_in_executor(None, server.served.engine.close)
+        server.prep.shutdown(wait=False, cancel_futures=True)
 
 
 async def watch_parent(stop: asyncio.Event) -> None:
@@ -474,19 +242,16 @@ async def watch_parent(stop: asyncio.Event) -> None:
 
 
 def run_server(
-    model_dir: Path, model_id: str, *, host: str = "127.0.0.1", port: int = 8000,
-    max_batch: int = 16, threads: int = 1, api_key: str | None = None,
-    on_ready: Callable[[str], None] = print, exit_with_parent: bool = False,
+    model_dir: Path, model_id: str, *, backend: str = "ctranslate2", host: str = "127.0.0.1",
+    port: int = 8000, max_batch: int = 16, threads: int = 1, api_key: str | None = None,
+    limits: Limits | None = None, on_ready: Callable[[str], None] = print,
+    exit_with_parent: bool = False,
 ) -> None:
-    """Load the model, start the batcher and serve HTTP until stopped."""
-    torch.set_num_threads(threads)
-    model, tokenizer = load_model(model_dir)
-    # The worker thread gets its own tokenizer: a Rust tokenizer is not safe to share
-    # between threads that encode and decode at the same time.
-    batcher = Batcher(model, copy.deepcopy(tokenizer), max_batch=max_batch)
-    served = ServedModel(model, tokenizer, model_id, batcher)
-    batcher.start()
+    """Load the model on the chosen backend, start it and serve HTTP until stopped."""
+    served = load_served(model_dir, model_id, backend, max_batch=max_batch, threads=threads)
+    served.engine.start()
+    server = Server(served, limits or Limits())
     try:
-        asyncio.run(serve_until_stopped(served, host, port, api_key, on_ready, exit_with_parent))
+        asyncio.run(serve_until_stopped(server, host, port, api_key, on_ready, exit_with_parent))
     finally:
-        batcher.close()
+        served.engine.close()

