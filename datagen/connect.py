@@ -1,7 +1,8 @@
 """Shared command-line options for anything that calls a model, and how they become a client.
 
 Every command that talks to an endpoint takes the same options (``--base-url``,
-``--api-key-env``, ``--model``, limits, retries, budget). When neither ``--base-url`` nor
+``--api-key-env``, ``--model``, limits, retries, budget); those that make many requests also
+take ``--hosted`` (send them through the hosted Batch API). When neither ``--base-url`` nor
 ``OPENAI_BASE_URL`` is given, the embedded server (the model ``$RLAIF_SERVE_MODEL`` names, a
 local model directory, else SmolLM2-135M-Instruct) is started on a free loopback port for the
 command's lifetime (or an already running one is reused), and the command says so in one line.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,16 +24,19 @@ import yaml
 from pydantic import SecretStr, ValidationError
 
 from datagen.endpoint.client import ClientConfig, LLMClient
+from datagen.endpoint.hosted_options import HostedOptions
+from datagen.endpoint.limits import Prices
 from datagen.errors import UserInputError
 
 CLIENT_OPTION_NAMES = (
     "base_url", "api_key_env", "model", "concurrency", "rpm", "tpm", "max_retries",
-    "timeout", "budget_usd", "prices",
+    "timeout", "budget_usd", "prices", "hosted", "completion_window", "poll_interval",
 )
 EXECUTOR_OPTION_NAMES = ("executor", "ray_address", "endpoint_per_node")
 KEY_ENV = "OPENAI_API_KEY"  # where the API key is read from unless --api-key-env names another
 # Options that are ClientConfig fields of the same name: their defaults are the config's.
 CONFIG_FIELDS = ("model", "concurrency", "rpm", "tpm", "max_retries", "timeout", "budget_usd")
+HOSTED_BASE_URL = "https://api.openai.com/v1"
 
 
 def _default(field: str) -> Any:
@@ -62,7 +67,9 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--budget-usd", default=None, type=click.FloatRange(min=0),
                      help="Stop scheduling new requests once this much has been spent."),
         click.option("--prices", default=None, type=click.Path(dir_okay=False),
-                     help="JSON/YAML file {model: [input, output]} in $ per million tokens."),
+                     help="JSON/YAML file {model: [input, output]} or {model: [input, output, "
+                          "batch_input, batch_output]} in $ per million tokens (batch prices "
+                          "default to half)."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
@@ -84,6 +91,22 @@ def executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
 
+def hosted_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--hosted`` and its settings to a command that also has ``client_options``."""
+    options = [
+        click.option("--hosted", is_flag=True,
+                     help="Send requests through the hosted Batch API (half price, answers "
+                          "within the completion window) instead of online. Default endpoint: "
+                          f"$OPENAI_BASE_URL, else {HOSTED_BASE_URL}."),
+        click.option("--completion-window", default="24h", show_default=True,
+                     help="Completion window of hosted batches."),
+        click.option("--poll-interval", default=30.0, show_default=True,
+                     type=click.FloatRange(min=0, min_open=True),
+                     help="Seconds between polls of a hosted batch."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
 def open_client(config: ClientConfig, database: Any, options: dict[str, Any]) -> Any:
     """The client a command uses: ``LLMClient`` here, or ``RayClient`` with ``--executor ray``
     (both are async context managers with ``call_many``, ``chat`` and ``stats``)."""
@@ -98,8 +121,9 @@ def open_client(config: ClientConfig, database: Any, options: dict[str, Any]) ->
                      endpoint_per_node=options.get("endpoint_per_node"))
 
 
-def load_prices(path: str | None) -> dict[str, tuple[float, float]]:
-    """Read a price table file: {model: [input_per_million, output_per_million]}."""
+def load_prices(path: str | None) -> Prices:
+    """Read a price table file: {model: [input, output]} or {model: [input, output,
+    batch_input, batch_output]}, dollars per million tokens."""
     if not path:
         return {}
     try:
@@ -110,10 +134,11 @@ def load_prices(path: str | None) -> dict[str, tuple[float, float]]:
         raise UserInputError(f"{path}: price table must map model names to [input, output]")
     prices = {}
     for model, pair in data.items():
-        if not (isinstance(pair, list) and len(pair) == 2 and
-                all(isinstance(x, int | float) for x in pair)):
-            raise UserInputError(f"{path}: key {model!r}: expected [input, output] numbers")
-        prices[str(model)] = (float(pair[0]), float(pair[1]))
+        if not (isinstance(pair, list) and len(pair) in (2, 4) and
+                all(isinstance(x, int | float) and not isinstance(x, bool) for x in pair)):
+            raise UserInputError(f"{path}: key {model!r}: expected [input, output] or "
+                                 "[input, output, batch_input, batch_output] numbers")
+        prices[str(model)] = tuple(float(x) for x in pair)
     return prices
 
 
@@ -121,18 +146,35 @@ def client_config(options: dict[str, Any], base_url: str, **overrides: Any) -> C
     """Build a ClientConfig from the parsed command-line options (an option left unset gets
     the config's default)."""
     key = os.environ.get(options.get("api_key_env") or KEY_ENV)
+    hosted = None
+    if options.get("hosted"):
+        hosted = HostedOptions(
+            label=_run_label(), completion_window=options.get("completion_window") or "24h",
+            poll_interval=options.get("poll_interval") or 30.0, progress=sys.stderr.isatty())
     values = {
         "base_url": base_url,
         "api_key": SecretStr(key) if key else None,
         **{name: options[name] for name in CONFIG_FIELDS if options.get(name) is not None},
         "prices": load_prices(options.get("prices")),
+        "hosted": hosted,
         **overrides,
     }
     try:
         return ClientConfig(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UserInputError(f"option {first['loc'][0]}: {first['msg']}") from None
+        raise UserInputError(f"option {'.'.join(map(str, first['loc']))}: {first['msg']}"
+                             ) from None
+
+
+def _run_label() -> str:
+    """What names a hosted batch's run: the command line's command path."""
+    names = []
+    context = click.get_current_context(silent=True)
+    while context is not None and context.parent is not None:
+        names.append(context.info_name)
+        context = context.parent
+    return " ".join(["rlaif", *reversed(names)])
 
 
 @contextmanager
@@ -157,7 +199,9 @@ def pop_client_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Split the endpoint (and executor) options off a command's keyword arguments.
 
     With ``--endpoint-per-node`` and no ``--base-url`` the template stands in for the base URL,
-    so no embedded model is started on the driver: the nodes' own endpoints answer."""
+    so no embedded model is started on the driver: the nodes' own endpoints answer. With
+    ``--hosted`` and no endpoint given, the endpoint is OpenAI's API (there is no embedded
+    Batch API)."""
     options = {name: kwargs.pop(name) for name in CLIENT_OPTION_NAMES + EXECUTOR_OPTION_NAMES
                if name in kwargs}
     per_node = options.get("endpoint_per_node")
@@ -165,6 +209,12 @@ def pop_client_options(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise UserInputError("--endpoint-per-node needs --executor ray")
     if per_node and not options.get("base_url"):
         options["base_url"] = per_node
+    if options.get("hosted") and options.get("executor") == "ray":
+        raise UserInputError("--hosted and --executor ray: choose one (a hosted batch needs "
+                             "no cluster)")
+    if options.get("hosted") and not (options.get("base_url") or os.environ.get(
+            "OPENAI_BASE_URL")):
+        options["base_url"] = HOSTED_BASE_URL
     return options
 
 

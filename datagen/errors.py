@@ -6,6 +6,8 @@ Tree:
 - ``LLMOutputError``: a model reply that could not be parsed even after one re-ask; carries the
   raw text and the number of attempts so the caller can record it as a failed row.
 - ``BudgetExhausted``: the ``--budget-usd`` cap was reached; no new request is scheduled.
+- ``HostedBatchError`` (a ``ConnectionError``): the hosted Batch API refused a call or kept
+  failing after every retry; what was submitted is in the database and a rerun resumes it.
 """
 
 from __future__ import annotations
@@ -30,3 +32,7 @@ class LLMOutputError(Exception):
 
 class BudgetExhausted(Exception):
     """The spending cap was reached before this request could be scheduled."""
+
+
+class HostedBatchError(ConnectionError):
+    """The hosted Batch API refused a call, or kept failing after every retry."""

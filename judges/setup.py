@@ -23,6 +23,7 @@ from datagen.connect import (
     client_config,
     client_options,
     endpoint_url,
+    hosted_options,
     open_client,
     pop_client_options,
 )
@@ -80,7 +81,8 @@ def judge_options(*, protocol: bool = True) -> Callable[[Callable[..., Any]], Ca
         ]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        return client_options(functools.reduce(lambda f, opt: opt(f), reversed(options), fn))
+        return hosted_options(client_options(
+            functools.reduce(lambda f, opt: opt(f), reversed(options), fn)))
 
     return decorate
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -35,6 +36,8 @@ Reply = dict[str, Any]
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
+    if isinstance(body.get("input"), str):  # embeddings and the Responses API
+        return body["input"]
     if "messages" in body:
         for message in reversed(body["messages"]):
             content = message.get("content")
@@ -73,6 +76,13 @@ def _logprob_records(positions: list[dict[str, float]], chat: bool) -> dict[str,
 
 def build_body(path: str, request: dict[str, Any], reply: Reply, serial: int) -> dict[str, Any]:
     """The JSON body of a successful reply, shaped like OpenAI's."""
+    if path.endswith("embeddings"):
+        words = len(_last_user_text(request).split())
+        return {"object": "list", "model": request.get("model") or "fake-model",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.5, -0.5, float(
+                    words)]}], "usage": {"prompt_tokens": words, "total_tokens": words}}
+    if path.endswith("responses"):
+        return _responses_body(request, reply, serial)
     chat = path.endswith("chat/completions")
     texts = reply.get("texts") or [reply.get("text", "")] * int(request.get("n") or 1)
     choices = []
@@ -103,6 +113,18 @@ def build_body(path: str, request: dict[str, Any], reply: Reply, serial: int) ->
     }
 
 
+def _responses_body(request: dict[str, Any], reply: Reply, serial: int) -> dict[str, Any]:
+    text = reply.get("text", "echo: " + _last_user_text(request))
+    used = {"input_tokens": len(_last_user_text(request).split()),
+            "output_tokens": len(text.split())}
+    return {"id": f"resp_{serial}", "object": "response", "created_at": int(time.time()),
+            "model": request.get("model") or "fake-model", "status": "completed",
+            "output": [{"type": "message", "id": f"msg_{serial}", "role": "assistant",
+                        "status": "completed",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+            "usage": {**used, "total_tokens": sum(used.values())}}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # listen backlog: the default 5 drops SYNs under fan-out
@@ -114,8 +136,10 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAI:
     """The scripted server. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, responder: Callable[[str, dict[str, Any]], Reply] | None = None) -> None:
+    def __init__(self, responder: Callable[[str, dict[str, Any]], Reply] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.responder = responder or default_responder
+        self.ssl_context = ssl_context  # serve https with this context (a test-made cert)
         self.requests: list[dict[str, Any]] = []
         self.models = ["fake-model"]
         self._queue: deque[Reply] = deque()
@@ -124,11 +148,12 @@ class FakeOpenAI:
         self._thread: threading.Thread | None = None
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.transport = "auto"  # the client transport a test runs over (see test_llm.py)
 
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{port}/v1"
 
     def enqueue(self, *replies: Reply) -> None:
         """Serve these replies, in order, to the next requests."""
@@ -147,6 +172,8 @@ class FakeOpenAI:
 
     def start(self) -> FakeOpenAI:
         server = _Server(("127.0.0.1", 0), _make_handler(self))
+        if self.ssl_context is not None:
+            server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
         self._thread.start()
@@ -176,6 +203,7 @@ def _make_handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-request-id", f"req-{time.monotonic_ns()}")
             for name, value in (headers or {}).items():
                 self.send_header(name, str(value))
             self.end_headers()

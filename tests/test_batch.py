@@ -86,9 +86,12 @@ def test_permanent_failures_exit_1_and_carry_their_error(fake_llm, tmp_path):
     assert done.returncode == 1
     lines = read_output(out)
     assert len(lines) == 3 and lines[0]["error"] is None
-    assert lines[1]["error"]["code"] == "request_failed"
-    assert "context too long" in lines[1]["error"]["message"]
-    assert lines[1]["response"]["status_code"] == 400
+    # as the hosted API writes it: a response came back, so error is null and the upstream
+    # error body is kept verbatim
+    assert lines[1]["error"] is None and lines[1]["response"]["status_code"] == 400
+    assert lines[1]["response"]["body"] == {
+        "error": {"message": "context too long", "type": "test_error"}}
+    assert lines[1]["response"]["request_id"].startswith("req-")
     failed = store.load_rows(store.open_db(db), REQUESTS, status="failed")
     assert len(failed) == 1 and failed[0]["attempts"] == 1
 
@@ -99,8 +102,8 @@ BAD_INPUTS = {
         "model": "m", "messages": []}}) + "\n", "missing custom_id"),
     "no_body": (json.dumps({"custom_id": "a", "url": "/v1/chat/completions"}) + "\n",
                 "missing body"),
-    "bad_url": (json.dumps({"custom_id": "a", "url": "/v1/embeddings", "body": {
-        "model": "m", "input": "x"}}) + "\n", "not supported"),
+    "bad_url": (json.dumps({"custom_id": "a", "url": "/v1/images/generations", "body": {
+        "model": "m", "prompt": "x"}}) + "\n", "not supported"),
     "duplicate": ("".join(json.dumps({"custom_id": "a", "url": "/v1/chat/completions", "body": {
         "model": "m", "messages": []}}) + "\n" for _ in range(2)), "duplicate custom_id"),
     "empty": ("", "empty file"),

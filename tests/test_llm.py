@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from fake_openai import FakeOpenAI
 from pydantic import SecretStr
 
 from datagen import store
@@ -17,7 +18,16 @@ from datagen.store.tables import LABEL_SETTINGS
 MSG = [{"role": "user", "content": "hello"}]
 
 
+@pytest.fixture(params=["own", "httpx"])
+def fake_llm(request):
+    """The scripted server, once per client transport: both must behave the same."""
+    with FakeOpenAI() as server:
+        server.transport = request.param
+        yield server
+
+
 def config(server, **kw) -> ClientConfig:
+    kw.setdefault("transport", server.transport)
     kw.setdefault("backoff_base", 0.01)
     kw.setdefault("backoff_max", 0.05)
     return ClientConfig(base_url=server.base_url, model="fake-model", **kw)
@@ -108,9 +118,10 @@ def test_retries_give_up_and_failure_is_recorded(fake_llm, tmp_path):
     assert row["status"] == "failed" and row["attempts"] == 3 and "down" in row["error"]
 
 
-def test_connection_refused_is_a_failed_result(tmp_path):
+@pytest.mark.parametrize("transport", ["own", "httpx"])
+def test_connection_refused_is_a_failed_result(tmp_path, transport):
     cfg = ClientConfig(base_url="http://127.0.0.1:9/v1", model="m", max_retries=1,
-                       backoff_base=0.01)
+                       backoff_base=0.01, transport=transport)
     result, _ = run_chat(cfg)
     assert result.status == "failed" and result.attempts == 2 and result.error
 

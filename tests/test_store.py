@@ -33,7 +33,9 @@ def declared_types(db: sqlite3.Connection, table: str) -> dict[str, str]:
 def test_public_surface_is_pinned():
     assert sorted(datagen.store.__all__) == sorted([
         "LEDGER_COLUMNS", "DBThread", "Database", "count_rows", "database_file",
-        "declared_table", "finish_run", "get_run", "ledger_add_pending", "ledger_finish",
+        "declared_table", "finish_run", "get_run", "hosted_add_job", "hosted_ingest",
+        "hosted_job_requests", "hosted_jobs", "hosted_open_jobs", "hosted_update_job",
+        "ledger_add_pending", "ledger_finish",
         "ledger_lookup", "ledger_totals", "load_columns", "load_rows", "migrate", "open_db",
         "save_rows", "start_run", "table_columns", "table_names", "tables", "transaction"])
     assert all(hasattr(datagen.store, name) for name in datagen.store.__all__)

@@ -1,11 +1,15 @@
-"""`rlaif batch`: run an OpenAI Batch API input file against any compatible endpoint.
+"""`rlaif batch`: run an OpenAI Batch API input file online or through the hosted Batch API.
 
 Input and output use the Batch API file formats, so a file prepared for OpenAI's hosted batch
 service runs unchanged against vLLM, Ollama, llama.cpp or `rlaif serve`, and the output can be
-read by the same code. The whole file is validated before anything is sent. Every request
-goes through the ledger: answered requests are never sent again, so a run killed at any
-moment and started again with the same arguments finishes the job, and the output file is
-written once, atomically, with exactly one line per ``custom_id``.
+read by the same code. The output is faithful to the hosted format in both modes:
+``request_id`` is the endpoint's ``x-request-id`` (or null), an upstream error body is kept
+verbatim in ``response.body``, and ``error`` is set only when no response came back; failed
+lines go to a separate file when one is named, as the hosted API writes them. The whole file
+is validated before anything is sent (with ``--hosted``, against the hosted API's rules).
+Every request goes through the ledger: answered requests are never sent again, so a run killed
+at any moment and started again with the same arguments finishes the job, and the output file
+is written once, atomically, with exactly one line per ``custom_id``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from datagen.batch.rules import NEEDED_FIELD, hosted_problems
 from datagen.endpoint.client import SUPPORTED_PATHS, LLMClient, Request
 from datagen.endpoint.completion import Completion
 from datagen.endpoint.keys import normalise_path, request_key
@@ -53,14 +58,23 @@ class BatchSummary(BaseModel):
 
 
 def read_batch_file(
-    path: str | Path, default_model: str | None = None, require_model: bool = True
+    path: str | Path, default_model: str | None = None, require_model: bool = True,
+    hosted: bool = False,
 ) -> list[BatchLine]:
     """Parse and validate a Batch API input file; raise UserInputError naming file and line.
 
     A body without ``model`` gets ``default_model``; with neither, the line is an error
-    unless ``require_model`` is false (the model is filled in later by ``fill_model``)."""
+    unless ``require_model`` is false (the model is filled in later by ``fill_model``).
+    With ``hosted`` the file must follow the hosted API's rules (``rules.hosted_problems``)
+    except its per-file size limits: larger inputs are split into several batches."""
     path = Path(path)
     text = read_utf8(path, expected="a JSONL file", reject_binary=True)
+    if hosted:
+        problems = hosted_problems(path, text, file_limits=False)
+        if problems:
+            more = f" ({len(problems)} problems; --check-hosted lists them)" \
+                if len(problems) > 1 else ""
+            raise UserInputError(problems[0] + more)
     lines: list[BatchLine] = []
     seen_ids: dict[str, int] = {}
     for line_no, where, obj in read_objects(
@@ -86,8 +100,8 @@ def _parse_line(
     url = obj.get("url")
     if not isinstance(url, str) or normalise_path(url) not in SUPPORTED_PATHS:
         raise UserInputError(
-            f"{where}: url {url!r} is not supported "
-            "(use /v1/chat/completions or /v1/completions)")
+            f"{where}: url {url!r} is not supported (use one of "
+            f"{', '.join('/v1' + p for p in SUPPORTED_PATHS)})")
     body = obj.get("body")
     if not isinstance(body, dict):
         raise UserInputError(f"{where}: missing body (a JSON object)")
@@ -96,7 +110,7 @@ def _parse_line(
             body = {"model": default_model, **body}
         elif require_model:
             raise UserInputError(f"{where}: body has no model and no --model was given")
-    needed = "messages" if normalise_path(url) == "/chat/completions" else "prompt"
+    needed = NEEDED_FIELD["/v1" + normalise_path(url)]
     if needed not in body:
         raise UserInputError(f"{where}: body has no {needed!r} for {url}")
     if body.get("stream"):
@@ -146,27 +160,31 @@ async def _tick(client: LLMClient, total: int, progress: Callable[[LLMClient, in
 
 
 def output_line(line: BatchLine, result: Completion) -> dict[str, Any]:
-    """One Batch API output line for an input line and its outcome."""
+    """One Batch API output line for an input line and its outcome, as the hosted API writes
+    it: a response whenever the endpoint answered (its error body verbatim), else an error."""
     out: dict[str, Any] = {"id": f"batch_req_{result.key[:24]}", "custom_id": line.custom_id}
-    if result.ok:
-        out["response"] = {"status_code": 200, "request_id": (result.body or {}).get("id"),
-                           "body": result.body}
+    if result.status_code:
+        out["response"] = {"status_code": result.status_code, "request_id": result.request_id,
+                           "body": result.body if result.ok else result.error_body}
         out["error"] = None
         return out
-    code = "budget_exhausted" if result.status == "skipped" else "request_failed"
-    out["response"] = (
-        {"status_code": result.status_code, "request_id": None,
-         "body": {"error": {"message": result.error}}}
-        if result.status_code else None
-    )
+    code = result.error_code or (
+        "budget_exhausted" if result.status == "skipped" else "request_failed")
+    out["response"] = None
     out["error"] = {"code": code, "message": result.error}
     return out
 
 
-def write_output(path: str | Path, lines: list[BatchLine], results: list[Completion]) -> None:
-    """Write the output file atomically: a temporary file renamed over the target."""
-    write_jsonl(path, (output_line(line, result)
-                       for line, result in zip(lines, results, strict=True)))
+def write_output(path: str | Path, lines: list[BatchLine], results: list[Completion],
+                 errors: str | Path | None = None) -> None:
+    """Write the output file atomically (a temporary file renamed over the target). With
+    ``errors``, lines that did not succeed go there instead, as the hosted API splits them."""
+    pairs = list(zip(lines, results, strict=True))
+    if errors is None:
+        write_jsonl(path, (output_line(line, result) for line, result in pairs))
+        return
+    write_jsonl(errors, (output_line(line, r) for line, r in pairs if not r.ok))
+    write_jsonl(path, (output_line(line, r) for line, r in pairs if r.ok))
 
 
 def summarise(results: list[Completion], client: LLMClient, started: float) -> BatchSummary:

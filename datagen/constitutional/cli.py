@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 
 from datagen import store
-from datagen.connect import client_config, client_options, endpoint_url, pop_client_options
+from datagen.connect import (
+    client_config,
+    client_options,
+    endpoint_url,
+    hosted_options,
+    pop_client_options,
+)
 from datagen.constitutional.constitution import (
     DEFAULT_CONSTITUTION,
     DEFAULT_PROMPTS,
@@ -49,6 +55,7 @@ from datagen.errors import UserInputError
               help="Project database (request ledger and the cai_samples table).")
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path),
               help="Also write every sample as JSONL here.")
+@hosted_options
 @client_options
 def generate_constitutional(
     prompts_file: Path | None, constitution_file: Path | None, rounds: int, limit: int | None,

@@ -6,7 +6,8 @@ fall well short of the endpoint's speed. Model APIs need very little of HTTP: a 
 JSON body, a JSON reply with Content-Length or chunked encoding, keep-alive. This module does
 exactly that over a pool of persistent connections (TLS included, via asyncio's ssl
 support), in about 60 µs per request. It is private to `datagen.endpoint.client`, the only module
-that talks to a model; no proxy support (use an endpoint reachable directly).
+that talks to a model, and serves plain-http endpoints that no proxy applies to; https and
+proxied endpoints go through ``_httpx.py``.
 """
 
 from __future__ import annotations
@@ -218,3 +219,7 @@ class ConnectionPool:
         for conn in self._idle:
             conn.transport.close()
         self._idle.clear()
+
+    async def aclose(self) -> None:
+        """``close``, awaitable like the httpx transport's."""
+        self.close()

@@ -1,42 +1,55 @@
 """The endpoint client: the only module that speaks HTTP to a model.
 
-It sends OpenAI-compatible ``/v1/chat/completions`` and ``/v1/completions`` requests with a
-concurrency limit, requests- and tokens-per-minute token buckets, retries with exponential
-backoff and jitter (honouring ``Retry-After``), usage and cost accounting and a spending cap.
-Every request goes through the ledger in the project database when one is given: a row is
-committed as ``pending`` before the request is sent and completed with the response after,
-so a rerun answers finished requests from the database and never pays twice.
+It sends OpenAI-compatible ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``
+and ``/v1/responses`` requests with a concurrency limit, requests- and tokens-per-minute token
+buckets, retries with exponential backoff and jitter (honouring ``Retry-After``), usage and
+cost accounting and a spending cap. Every request goes through the ledger in the project
+database when one is given: a row is committed as ``pending`` before the request is sent and
+completed with the response after, so a rerun answers finished requests from the database and
+never pays twice.
 
-HTTP goes through a small asyncio HTTP/1.1 transport of our own (`datagen/endpoint/_http.py`), not
-httpx, aiohttp or the openai SDK: on a 2-core machine those spend 0.15-8 ms of CPU per
-request and cannot keep 256 requests in flight at an endpoint's speed (README, "Client
-throughput").
+Plain-http endpoints go through a small asyncio HTTP/1.1 transport of our own
+(`datagen/endpoint/_http.py`), not httpx, aiohttp or the openai SDK: on a 2-core machine those
+spend 0.15-8 ms of CPU per request and cannot keep 256 requests in flight at an endpoint's
+speed (README, "Client throughput"). https endpoints, and any endpoint a proxy from the
+environment applies to, go through httpx (`_httpx.py`): hosted APIs are bounded by their rate
+limits, not by client CPU, and need proxies, HTTP/2 and the system's CA store. With
+``ClientConfig.hosted`` set, requests are collected into hosted Batch API jobs
+(`hosted.py`) instead of being sent one by one; callers see the same ``Completion``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from datagen import store
 from datagen.endpoint._http import ConnectionPool
-from datagen.endpoint.completion import Completion
-from datagen.endpoint.keys import canonical_bytes, canonical_json, normalise_path, payload_key
-from datagen.endpoint.limits import Limits, estimate_tokens, price_for
+from datagen.endpoint._httpx import HttpxPool, wants_httpx
+from datagen.endpoint.completion import Completion, finish_row
+from datagen.endpoint.hosted_options import HostedOptions
+from datagen.endpoint.keys import canonical_bytes, normalise_path, payload_key
+from datagen.endpoint.limits import Limits, Prices, cost_usd, estimate_tokens
+from datagen.endpoint.replies import (
+    ANSWER_FIELD,
+    RETRY_STATUSES,
+    error_body,
+    error_message,
+    parse_answer,
+    retry_after_seconds,
+    usage_tokens,
+)
 
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"
-SUPPORTED_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524})
+SUPPORTED_PATHS = tuple(ANSWER_FIELD)
 
 
 class Request(NamedTuple):
@@ -64,35 +77,13 @@ class ClientConfig(BaseModel):
     max_retries: int = Field(default=5, ge=0)
     timeout: float = Field(default=600.0, gt=0, description="Seconds per attempt")
     budget_usd: float | None = Field(default=None, ge=0)
-    prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    prices: Prices = Field(default_factory=dict)
     backoff_base: float = Field(default=0.5, ge=0)
     backoff_max: float = Field(default=30.0, ge=0)
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _error_message(raw: bytes, status: int) -> str:
-    try:
-        data = json.loads(raw)
-        err = data.get("error") if isinstance(data, dict) else None
-        if isinstance(err, dict) and err.get("message"):
-            return f"HTTP {status}: {err['message']}"
-        if isinstance(err, str):
-            return f"HTTP {status}: {err}"
-    except (ValueError, UnicodeDecodeError):
-        pass
-    return f"HTTP {status}: {raw[:200].decode('utf-8', 'replace')}"
+    transport: Literal["auto", "own", "httpx"] = Field(
+        default="auto", description="auto: httpx for https and proxied endpoints, else own")
+    hosted: HostedOptions | None = Field(
+        default=None, description="Send through the hosted Batch API instead of online")
 
 
 @dataclass
@@ -125,7 +116,8 @@ class LLMClient:
         self.config = config
         self.db = db
         self.stats = Stats()
-        self._pool: ConnectionPool | None = None
+        self._pool: ConnectionPool | HttpxPool | None = None
+        self._batcher: Any = None  # a hosted.HostedBatcher with ClientConfig.hosted
         self._sem: asyncio.Semaphore | None = None
         self.limits = limits or Limits(config.rpm, config.tpm, config.budget_usd)
         self._ledger: store.DBThread | None = None
@@ -139,7 +131,11 @@ class LLMClient:
         self._budget_hit = False
 
     async def __aenter__(self) -> LLMClient:
-        self._pool = ConnectionPool(self.config.base_url, self.config.concurrency)
+        transport = self.config.transport
+        if transport == "auto":
+            transport = "httpx" if wants_httpx(self.config.base_url) else "own"
+        pool_class = HttpxPool if transport == "httpx" else ConnectionPool
+        self._pool = pool_class(self.config.base_url, self.config.concurrency)
         self._sem = asyncio.Semaphore(self.config.concurrency)
         if self.db is not None:
             # The ledger thread gets a connection of its own: sharing the caller's would let
@@ -147,16 +143,27 @@ class LLMClient:
             self._ledger = store.DBThread(self.db)
             self._queue = asyncio.Queue()
             self._writer = asyncio.create_task(self._write_loop())
+        if self.config.hosted is not None:
+            if self.db is None:
+                raise ValueError("hosted batches need a ledger database")
+            # imported here: the openai types it validates with take a second to import
+            from datagen.endpoint.hosted import HostedBatcher
+
+            self._batcher = HostedBatcher(
+                self.config, self.config.hosted, self._headers, self.stats, self.limits,
+                self._ledger.call)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._batcher is not None:
+            await self._batcher.aclose()
         if self._writer is not None:
             await self._queue.put(None)
             await self._writer
         if self._ledger is not None:
             self._ledger.close()
         if self._pool is not None:
-            self._pool.close()
+            await self._pool.aclose()
 
     # --- ledger plumbing ---------------------------------------------------------------------
 
@@ -244,9 +251,11 @@ class LLMClient:
                 return _from_ledger_row(key, row)
             if not row:
                 await self.record_pending([_pending_row(key, path, body, payload, sample_index)])
+        if self._batcher is not None:  # the batcher writes its answers to the ledger itself
+            return await self._batcher.submit(key, normalise_path(path), body)
         result = await self._send(key, path, body, payload)
         if self.db is not None and result.status != "skipped":
-            self._queue.put_nowait(("finish", _finish_row(result, self._endpoint), None))
+            self._queue.put_nowait(("finish", finish_row(result, self._endpoint), None))
         return result
 
     async def call_many(self, requests: Sequence[Request]) -> list[Completion]:
@@ -279,6 +288,11 @@ class LLMClient:
         return self._budget_hit
 
     @property
+    def transport(self) -> str:
+        """Which transport carries the requests: "own" or "httpx" (once entered)."""
+        return "httpx" if isinstance(self._pool, HttpxPool) else "own"
+
+    @property
     def budget_exhausted(self) -> bool:
         return self._budget_hit
 
@@ -290,6 +304,8 @@ class LLMClient:
         attempts = 0
         error = "not sent"
         status_code: int | None = None
+        failure: Any = None
+        request_id: str | None = None
         async with self._sem:
             if await self._over_budget():
                 self.stats.skipped += 1
@@ -305,20 +321,23 @@ class LLMClient:
                     status_code, headers, raw = await self._pool.post(
                         path, payload, self._headers, self.config.timeout)
                 except (TimeoutError, OSError) as exc:
-                    status_code, raw, headers = None, b"", {}
+                    status_code, raw, headers, failure = None, b"", {}, None
                     error = f"{type(exc).__name__}: {exc}".rstrip(": ") or "connection error"
                     retryable = True
                 else:
+                    request_id = headers.get("x-request-id")
                     if status_code == 200:
-                        parsed = _parse_body(raw)
+                        parsed = parse_answer(raw, path)
                         if parsed is not None:
-                            return self._success(key, body, parsed, attempts, started)
-                        error = "malformed or truncated response body"
+                            return self._success(key, body, parsed, attempts, started,
+                                                 request_id)
+                        error, failure = "malformed or truncated response body", None
                         retryable = True
                     else:
-                        error = _error_message(raw, status_code)
+                        failure = error_body(raw)
+                        error = error_message(failure, status_code)
                         retryable = status_code in RETRY_STATUSES
-                        retry_after = _retry_after_seconds(headers.get("retry-after"))
+                        retry_after = retry_after_seconds(headers.get("retry-after"))
                 self.limits.release(estimate)
                 if not retryable or attempts > self.config.max_retries:
                     break
@@ -326,7 +345,8 @@ class LLMClient:
                 await asyncio.sleep(self._backoff(attempts, retry_after))
         self.stats.failed += 1
         return Completion(key=key, status="failed", status_code=status_code, error=error,
-                          attempts=attempts)
+                          attempts=attempts, error_body=failure,
+                          request_id=request_id if status_code else None)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -335,13 +355,11 @@ class LLMClient:
         return random.uniform(ceiling / 2, ceiling)
 
     def _success(
-        self, key: str, body: dict[str, Any], parsed: dict[str, Any], attempts: int, started: float
+        self, key: str, body: dict[str, Any], parsed: dict[str, Any], attempts: int,
+        started: float, request_id: str | None,
     ) -> Completion:
-        usage = parsed.get("usage") or {}
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0)
-        price_in, price_out = price_for(body.get("model"), self.config.prices)
-        cost = (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+        prompt_tokens, completion_tokens = usage_tokens(parsed)
+        cost = cost_usd(body.get("model"), self.config.prices, (prompt_tokens, completion_tokens))
         self.stats.ok += 1
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
@@ -352,8 +370,14 @@ class LLMClient:
         return Completion(
             key=key, status="ok", status_code=200, body=parsed, attempts=attempts,
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost,
-            latency_ms=(time.monotonic() - started) * 1000,
+            latency_ms=(time.monotonic() - started) * 1000, request_id=request_id,
         )
+
+    async def cancel_hosted(self, keys: list[str] | None = None) -> list[tuple[str, str]]:
+        """Cancel this database's open hosted batches (those holding ``keys``, when given)."""
+        if self._batcher is None:
+            raise ValueError("cancel_hosted needs ClientConfig.hosted")
+        return await self._batcher.cancel(keys)
 
     async def list_models(self) -> list[str]:
         """Model ids the endpoint serves (``GET /models``)."""
@@ -361,25 +385,14 @@ class LLMClient:
             "/models", {k: v for k, v in self._headers.items() if k != "Content-Type"},
             min(self.config.timeout, 30))
         if status != 200:
-            raise ConnectionError(_error_message(raw, status))
+            raise ConnectionError(error_message(error_body(raw), status))
         return [m["id"] for m in orjson.loads(raw).get("data", [])]
-
-
-def _parse_body(raw: bytes) -> dict[str, Any] | None:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-        return None
-    return data
 
 
 def _write_ledger(db: store.Database, pending: list[dict], finished: list[dict]) -> None:
     with store.transaction(db):
         store.ledger_add_pending(db, pending)
         store.ledger_finish(db, finished)
-
 
 def _pending_row(
     key: str, path: str, body: dict[str, Any], payload: bytes, sample_index: int
@@ -390,23 +403,14 @@ def _pending_row(
     }
 
 
-def _finish_row(result: Completion, endpoint: str) -> dict[str, Any]:
-    return {
-        "key": result.key, "status": result.status, "status_code": result.status_code,
-        "response": canonical_json(result.body) if result.body is not None else None,
-        "error": result.error, "attempts": result.attempts, "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens, "cost_usd": result.cost_usd,
-        "latency_ms": result.latency_ms, "endpoint": endpoint,
-    }
-
-
 def _from_ledger_row(key: str, row: dict[str, Any]) -> Completion:
     return Completion(
         key=key, status="ok", status_code=row.get("status_code") or 200,
         body=orjson.loads(row["response"]), attempts=row.get("attempts") or 0, from_ledger=True,
         prompt_tokens=row.get("prompt_tokens") or 0,
         completion_tokens=row.get("completion_tokens") or 0,
-        cost_usd=0.0, latency_ms=row.get("latency_ms"),
+        cost_usd=0.0, latency_ms=row.get("latency_ms"), request_id=row.get("request_id"),
+        via=row.get("via") or "online", batch_id=row.get("batch_id"),
     )
 
 

@@ -1,8 +1,9 @@
 """The outcome of one model request, and how to read text and log-probabilities from it.
 
 A ``Completion`` is what every generator and judge gets back from the client, whether the
-answer came from the endpoint or from the ledger: the response body in OpenAI's shape, or the
-error that ended its attempts, plus usage and cost. Its accessors read the chat format and the
+answer came from the endpoint, a hosted batch or the ledger: the response body in OpenAI's
+shape, or the error that ended its attempts (with the upstream error body kept as sent), plus
+usage, cost and the request id the endpoint gave. Its accessors read the chat format and the
 legacy completions format alike, so judges need not care which endpoint answered.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from datagen.endpoint.keys import canonical_json
 
 
 class Completion(BaseModel):
@@ -27,6 +30,12 @@ class Completion(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     latency_ms: float | None = None
+    request_id: str | None = Field(default=None, description="The endpoint's x-request-id")
+    error_body: Any = Field(default=None, description="An error reply's body, verbatim")
+    error_code: str | None = Field(
+        default=None, description="Why no response came back (batch_expired, budget_exhausted)")
+    via: Literal["online", "batch"] = "online"
+    batch_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,3 +90,16 @@ class Completion(BaseModel):
         if position >= len(records):
             return {}
         return {t["token"]: t["logprob"] for t in records[position].get("top_logprobs") or []}
+
+
+def finish_row(result: Completion, endpoint: str) -> dict[str, Any]:
+    """The ledger update for a finished request (an error reply's body goes in ``response``)."""
+    response = result.body if result.ok else result.error_body
+    return {
+        "key": result.key, "status": result.status, "status_code": result.status_code,
+        "response": canonical_json(response) if response is not None else None,
+        "error": result.error, "attempts": result.attempts, "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens, "cost_usd": result.cost_usd,
+        "latency_ms": result.latency_ms, "endpoint": endpoint, "via": result.via,
+        "batch_id": result.batch_id, "request_id": result.request_id,
+    }

@@ -17,38 +17,58 @@ from typing import Any
 
 from datagen.endpoint.keys import canonical_json
 
-# US dollars per million (input, output) tokens; the longest matching prefix wins.
-# Local models cost nothing. Override with ClientConfig.prices or `--prices FILE`.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5": (1.25, 10.00),
-    "o4-mini": (1.10, 4.40),
-    "gpt-3.5-turbo": (0.50, 1.50),
+Prices = dict[str, tuple[float, float] | tuple[float, float, float, float]]
+
+# US dollars per million (input, output, batch input, batch output) tokens; the longest
+# matching prefix wins. Hosted Batch APIs charge half the online price for these models.
+# Local models cost nothing. Override with ClientConfig.prices or `--prices FILE`, whose
+# entries give [input, output] (batch prices then default to half) or all four.
+DEFAULT_PRICES: Prices = {
+    "gpt-4o-mini": (0.15, 0.60, 0.075, 0.30),
+    "gpt-4o": (2.50, 10.00, 1.25, 5.00),
+    "gpt-4.1-nano": (0.10, 0.40, 0.05, 0.20),
+    "gpt-4.1-mini": (0.40, 1.60, 0.20, 0.80),
+    "gpt-4.1": (2.00, 8.00, 1.00, 4.00),
+    "gpt-5-nano": (0.05, 0.40, 0.025, 0.20),
+    "gpt-5-mini": (0.25, 2.00, 0.125, 1.00),
+    "gpt-5": (1.25, 10.00, 0.625, 5.00),
+    "o4-mini": (1.10, 4.40, 0.55, 2.20),
+    "gpt-3.5-turbo": (0.50, 1.50, 0.25, 0.75),
 }
 
 
-def price_for(model: str | None, prices: dict[str, tuple[float, float]]) -> tuple[float, float]:
-    """(input, output) dollars per million tokens for a model: longest matching prefix."""
+def price_for(model: str | None, prices: Prices, batch: bool = False) -> tuple[float, float]:
+    """(input, output) dollars per million tokens for a model, online or in a hosted batch."""
     if not model:
         return (0.0, 0.0)
     table = {**DEFAULT_PRICES, **prices}
     matches = [name for name in table if model == name or model.startswith(name + "-")]
     if not matches:
         return (0.0, 0.0)
-    return table[max(matches, key=len)]
+    row = table[max(matches, key=len)]
+    if not batch:
+        return (row[0], row[1])
+    return (row[2], row[3]) if len(row) == 4 else (row[0] / 2, row[1] / 2)
+
+
+def cost_usd(model: str | None, prices: Prices, tokens: tuple[int, int],
+             batch: bool = False) -> float:
+    """What ``(input, output)`` tokens of a model cost, online or in a hosted batch."""
+    price_in, price_out = price_for(model, prices, batch)
+    return (tokens[0] * price_in + tokens[1] * price_out) / 1e6
+
+
+def estimate_split(body: dict[str, Any]) -> tuple[int, int]:
+    """A cheap upper-side guess of a request's (input, output) tokens."""
+    prompt = body.get("messages") or body.get("prompt") or body.get("input") or ""
+    out = (body.get("max_completion_tokens") or body.get("max_tokens")
+           or body.get("max_output_tokens") or 256)
+    return len(canonical_json(prompt)) // 4, int(out) * int(body.get("n") or 1)
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
-    """A cheap upper-side guess of a request's tokens for the tokens-per-minute bucket."""
-    prompt_chars = len(canonical_json(body.get("messages") or body.get("prompt") or ""))
-    out = body.get("max_completion_tokens") or body.get("max_tokens") or 256
-    return prompt_chars // 4 + int(out) * int(body.get("n") or 1)
+    """``estimate_split`` summed, for the tokens-per-minute bucket."""
+    return sum(estimate_split(body))
 
 
 class TokenBucket:

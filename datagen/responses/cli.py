@@ -15,6 +15,7 @@ from datagen.connect import (
     dump_options,
     endpoint_url,
     executor_options,
+    hosted_options,
     open_client,
     pop_client_options,
 )
@@ -45,6 +46,7 @@ from datagen.responses.sample import (
 @click.option("--seed", default=0, show_default=True, help="Seed of the pair draw.")
 @click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
               help="Project database (ledger, responses and pairs tables).")
+@hosted_options
 @client_options
 @executor_options
 def generate_responses(prompts_path: Path, n: int, temperature: float, max_tokens: int,

@@ -17,7 +17,13 @@ from typing import Any
 import click
 
 from datagen import store
-from datagen.connect import client_config, client_options, endpoint_url, pop_client_options
+from datagen.connect import (
+    client_config,
+    client_options,
+    endpoint_url,
+    hosted_options,
+    pop_client_options,
+)
 from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write, read_objects, read_utf8
@@ -62,6 +68,7 @@ from datagen.self_instruct.rouge import NoveltyIndex
               help="Instances kept per task.")
 @click.option("--patience", default=10, show_default=True, type=click.IntRange(1),
               help="Stop after this many consecutive rounds that keep nothing.")
+@hosted_options
 @client_options
 def generate_self_instruct(db: Path, seed_tasks: Path, **kwargs: Any) -> None:
     """Bootstrap instructions and instances from seed tasks (Self-Instruct), resumably.

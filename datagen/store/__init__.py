@@ -2,8 +2,9 @@
 
 ``db`` opens a database, runs write transactions and the named migrations, and gives async code
 its database thread; ``schema`` declares every table (``tables`` names them); ``ledger`` is the
-request ledger, ``runs`` the runs table and ``rows`` the generic rows generators save. Callers use
-the names re-exported here: ``from datagen import store; db = store.open_db("rlaif.db")``.
+request ledger, ``hosted`` the hosted Batch API jobs, ``runs`` the runs table and ``rows`` the
+generic rows generators save. Callers use the names re-exported here:
+``from datagen import store; db = store.open_db("rlaif.db")``.
 """
 
 from datagen.store import tables
@@ -17,6 +18,14 @@ from datagen.store.db import (
     table_names,
     transaction,
 )
+from datagen.store.hosted import (
+    hosted_add_job,
+    hosted_ingest,
+    hosted_job_requests,
+    hosted_jobs,
+    hosted_open_jobs,
+    hosted_update_job,
+)
 from datagen.store.ledger import (
     LEDGER_COLUMNS,
     ledger_add_pending,
@@ -29,7 +38,9 @@ from datagen.store.runs import finish_run, get_run, start_run
 
 __all__ = [
     "LEDGER_COLUMNS", "DBThread", "Database", "count_rows", "database_file", "declared_table",
-    "finish_run", "get_run", "ledger_add_pending", "ledger_finish", "ledger_lookup",
+    "finish_run", "get_run", "hosted_add_job", "hosted_ingest", "hosted_job_requests",
+    "hosted_jobs", "hosted_open_jobs", "hosted_update_job", "ledger_add_pending",
+    "ledger_finish", "ledger_lookup",
     "ledger_totals", "load_columns", "load_rows", "migrate", "open_db", "save_rows",
     "start_run", "table_columns", "table_names", "tables", "transaction",
 ]

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from datagen.store import tables
-from datagen.store.schema import MIGRATIONS, Migration, Table, create_sql, quote
+from datagen.store.schema import (
+    MIGRATIONS,
+    Migration,
+    Table,
+    column_sql,
+    create_sql,
+    quote,
+)
 
 BUSY_TIMEOUT_MS = 60_000
 MEMORY = ":memory:"
@@ -110,6 +117,10 @@ def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[
                 continue
             for table in migration.creates:
                 _create_or_rebuild(db, table)
+            for name, column in migration.adds:
+                if column.name not in table_columns(db, name):
+                    db.execute(f"ALTER TABLE {quote(name)} ADD COLUMN "
+                               f"{column_sql(column, db.dialect, key=False)}")
             db.execute(f"INSERT INTO {quote(tables.MIGRATIONS)} VALUES (?, ?)",
                        [migration.name, time.time()])
             applied.append(migration.name)

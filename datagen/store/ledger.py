@@ -11,10 +11,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from datagen.store import tables
 from datagen.store.db import Database, transaction
-from datagen.store.schema import REQUESTS
+from datagen.store.schema import current_tables
 
-LEDGER_COLUMNS = tuple(REQUESTS.column_names())
+LEDGER_COLUMNS = tuple(current_tables()[tables.REQUESTS].column_names())
 LOOKUP_CHUNK = 500
 
 
@@ -57,7 +58,8 @@ def ledger_finish(db: Database, rows: Iterable[dict[str, Any]]) -> None:
         (
             r["status"], r.get("status_code"), r.get("response"), r.get("error"),
             r.get("attempts", 0), r.get("prompt_tokens"), r.get("completion_tokens"),
-            r.get("cost_usd"), r.get("latency_ms"), r.get("endpoint"), now, r["key"],
+            r.get("cost_usd"), r.get("latency_ms"), r.get("endpoint"), r.get("via", "online"),
+            r.get("batch_id"), r.get("request_id"), now, r["key"],
         )
         for r in rows
     ]
@@ -67,7 +69,8 @@ def ledger_finish(db: Database, rows: Iterable[dict[str, Any]]) -> None:
         db.executemany(
             "UPDATE requests SET status = ?, status_code = ?, response = ?, error = ?, "
             "attempts = ?, prompt_tokens = ?, completion_tokens = ?, cost_usd = ?, "
-            "latency_ms = ?, endpoint = ?, updated_at = ? WHERE key = ?",
+            "latency_ms = ?, endpoint = ?, via = ?, batch_id = ?, request_id = ?, "
+            "updated_at = ? WHERE key = ?",
             values,
         )
 

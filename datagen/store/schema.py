@@ -48,10 +48,12 @@ class Table:
 @dataclass(frozen=True)
 class Migration:
     """A named schema step: tables to create (an older release's table of the same name is
-    rebuilt with these columns, keeping its rows)."""
+    rebuilt with these columns, keeping its rows), and columns to add to tables that an
+    earlier migration created (``(table name, column)``; nullable, so no row is rewritten)."""
 
     name: str
     creates: tuple[Table, ...]
+    adds: tuple[tuple[str, Column], ...] = ()
 
 
 def _cols(spec: str) -> tuple[Column, ...]:
@@ -129,6 +131,20 @@ LABEL_CONSENSUS = Table(t.LABEL_CONSENSUS, _cols(
     "pair_id:str item_id:str i:int j:int consensus:str split:bool complete:bool human:str "
     "votes:str annotators:str"), key="pair_id")
 
+# Hosted Batch API jobs (datagen.endpoint.hosted): one row per batch file, written before the
+# upload so a killed run finds its file and batch again; the ledger learns which job and batch
+# answered each request, how (online or batch) and the endpoint's request id.
+HOSTED_BATCHES = Table(t.HOSTED_BATCHES, (
+    Column("job", str, not_null=True), Column("label", str, not_null=True),
+    Column("endpoint", str, not_null=True), Column("path", str, not_null=True),
+    Column("model", str), Column("line_count", int, not_null=True),
+    Column("input_file_id", str), Column("batch_id", str), Column("output_file_id", str),
+    Column("error_file_id", str), Column("status", str, not_null=True),
+    Column("request_counts", str), Column("ingested", bool, not_null=True, default=0),
+    Column("created_at", float, not_null=True), Column("updated_at", float, not_null=True),
+), key="job")
+LEDGER_BATCH_COLUMNS = _cols("via:str batch_job:str batch_id:str request_id:str")
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_requests", (REQUESTS,)),
     Migration("0002_runs", (RUNS,)),
@@ -141,12 +157,20 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0008_pipeline_stages", (PIPELINE_STAGES,)),
     Migration("0009_jobs", (JOBS,)),
     Migration("0010_labels", (LABEL_SETTINGS, LABEL_ITEMS, LABEL_VOTES, LABEL_CONSENSUS)),
+    Migration("0011_hosted_batches", (HOSTED_BATCHES,),
+              adds=tuple((t.REQUESTS, column) for column in LEDGER_BATCH_COLUMNS)),
 )
 
 
 def current_tables() -> dict[str, Table]:
     """Every table as the last migration leaves it, by name."""
-    return {table.name: table for migration in MIGRATIONS for table in migration.creates}
+    found: dict[str, Table] = {}
+    for migration in MIGRATIONS:
+        found.update((table.name, table) for table in migration.creates)
+        for name, column in migration.adds:
+            table = found[name]
+            found[name] = Table(table.name, (*table.columns, column), table.key, table.indexes)
+    return found
 
 
 def quote(name: str) -> str:

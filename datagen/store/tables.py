@@ -9,9 +9,10 @@ from __future__ import annotations
 
 MIGRATIONS = "_migrations"
 
-# the request ledger and the runs that made data
+# the request ledger, the runs that made data and hosted Batch API jobs
 REQUESTS = "requests"
 RUNS = "runs"
+HOSTED_BATCHES = "hosted_batches"
 
 # Self-Instruct (datagen.self_instruct)
 SI_INSTRUCTIONS = "si_instructions"
