@@ -1,4 +1,6 @@
-"""Client throughput: this project's client vs `openai.AsyncOpenAI`, same run, same endpoint.
+"""Client throughput: this project's client over both of its transports (its own HTTP/1.1
+transport, used for plain-http endpoints, and httpx, used for https and proxied ones) vs
+`openai.AsyncOpenAI`, same run, same endpoint.
 
 An nginx server (Debian's nginx + echo module, a C server whose own cost per request is
 tiny) answers every chat completion after a fixed 50 ms. Each client sends 2,000 requests at
@@ -90,10 +92,11 @@ def messages(i: int) -> list[dict]:
     return [{"role": "user", "content": f"request {i}"}]
 
 
-async def run_ours(base_url: str, total: int, concurrency: int) -> None:
+async def run_ours(base_url: str, total: int, concurrency: int, transport: str = "own") -> None:
     from datagen.endpoint.client import ClientConfig, LLMClient
 
-    config = ClientConfig(base_url=base_url, model="bench", concurrency=concurrency)
+    config = ClientConfig(base_url=base_url, model="bench", concurrency=concurrency,
+                          transport=transport)
     async with LLMClient(config) as client:
         await asyncio.gather(*(client.chat(messages(-i)) for i in range(1, concurrency + 1)))
         started = time.perf_counter()
@@ -119,6 +122,13 @@ async def run_openai(base_url: str, total: int, concurrency: int) -> None:
     results = await asyncio.gather(*(one(i) for i in range(total)))
     report(total, concurrency, started, cpu, sum(results))
     await client.close()
+
+
+async def run_httpx(base_url: str, total: int, concurrency: int) -> None:
+    await run_ours(base_url, total, concurrency, transport="httpx")
+
+
+CLIENTS = {"ours": run_ours, "httpx": run_httpx, "openai": run_openai}
 
 
 def report(total: int, concurrency: int, started: float, cpu: float, ok: int) -> None:
@@ -182,11 +192,13 @@ def main() -> None:
                   f"{'CPU us/req':>11}")
             for conc in args.concurrency:
                 limit = conc / LATENCY
-                rows = {w: one_client(w, base_url, args.requests, conc) for w in ("ours", "openai")}
+                rows = {w: one_client(w, base_url, args.requests, conc) for w in CLIENTS}
                 for which, row in rows.items():
                     print(f"{conc:>11} {which:>8} {row['rps']:>8.0f} {row['rps'] / limit:>9.2f} "
                           f"{row['cpu_us']:>11.0f}")
-                print(f"{'':>11} {'ratio':>8} {rows['ours']['rps'] / rows['openai']['rps']:>8.1f}x")
+                print(f"{'':>11} {'ratio':>8} {rows['ours']['rps'] / rows['openai']['rps']:>8.1f}x "
+                      f"(ours/openai), {rows['ours']['rps'] / rows['httpx']['rps']:.1f}x "
+                      "(own transport/httpx)")
             first, rerun = ledger_rerun(base_url, args.ledger_requests)
             per_request_ms = rerun / args.ledger_requests * 1000
             print(f"batch of {args.ledger_requests}: first run {first:.2f} s; rerun from the "
@@ -200,7 +212,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         which, url, total, conc = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        fn = run_ours if which == "ours" else run_openai
+        fn = CLIENTS[which]
         try:
             import uvloop
 
