@@ -1,7 +1,8 @@
 """The pairs every judge reads: one validated row per pair, and the pairs JSONL reader.
 
 A pair is a prompt (a string or chat messages) and two responses, ``response_a`` and
-``response_b``, with an optional ``human`` label and optional ``constraints`` for the verifier.
+``response_b``, with an optional ``human`` label and optional constraints for the verifier
+(a ``constraints`` list, or IFEval's ``instruction_id_list`` + ``kwargs``).
 Every judge (``pairwise``, ``pointwise``, ``reward_judge``, the verifier) and every report reads
 its input through ``read_pairs`` or ``pair_row``, so a malformed line is the same one-line user
 error everywhere, and a pair without an ``id`` gets the same content hash everywhere.
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from datagen.constraint_form import row_constraints
 from datagen.errors import UserInputError
 from datagen.ids import pair_id
 from datagen.jsonl import read_objects
@@ -51,9 +53,10 @@ def pair_row(obj: Any, where: str, check_constraints: bool = False) -> PairRow:
     human = obj.get("human")
     if human is not None and human not in HUMAN_LABELS:
         raise UserInputError(f'{where}: human must be "a", "b" or "tie", got {human!r}')
-    if check_constraints and obj.get("constraints"):
+    constraints = row_constraints(obj, where)
+    if check_constraints and constraints:
         try:
-            parse_constraints(obj["constraints"])
+            parse_constraints(constraints)
         except ValueError as exc:
             reason = str(exc).splitlines()[0]
             raise UserInputError(f"{where}: constraints cannot be read ({reason})") from None
@@ -62,7 +65,7 @@ def pair_row(obj: Any, where: str, check_constraints: bool = False) -> PairRow:
         name = pair_id(prompt, [obj["response_a"], obj["response_b"]])
     return PairRow(where=where, id=str(name), prompt=prompt, response_a=obj["response_a"],
                    response_b=obj["response_b"], human=human,
-                   constraints=obj.get("constraints"), data=obj)
+                   constraints=constraints, data=obj)
 
 
 def read_pairs(

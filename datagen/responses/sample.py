@@ -7,7 +7,9 @@ sends nothing that was answered and a larger ``n`` only asks for the new samples
 then formed from the usable responses of a prompt: all pairs, or one random pair, with the
 A/B orientation drawn too; the draw is seeded by the seed and the prompt id, so it does not
 depend on the file order. Prompt lines may carry ``constraints`` (from
-``rlaif generate constrained``); they ride along on the pair for ``rlaif label --judge verify``.
+``rlaif generate constrained``) or IFEval's ``instruction_id_list`` + ``kwargs`` (an IFEval
+``input_data.jsonl`` loads unchanged, its ``key`` as the id); they ride along on the pair, as
+a ``constraints`` list, for ``rlaif label --judge verify``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from datagen import store
+from datagen.constraint_form import row_constraints
 from datagen.endpoint.client import CHAT_PATH, LLMClient, Request
 from datagen.endpoint.keys import canonical_json, request_key
 from datagen.errors import UserInputError
@@ -93,8 +96,10 @@ def _prompt_item(obj: dict[str, Any], where: str) -> PromptItem:
         raise UserInputError(
             f"{where}: missing prompt (a non-empty string or a list of chat messages)")
     prompt_id = obj.get("id")
+    if prompt_id is None:
+        prompt_id = obj.get("key")  # IFEval's prompt files number their prompts as "key"
     return PromptItem(id=str(prompt_id) if prompt_id is not None else "p-" + content_id(prompt),
-                      prompt=prompt, constraints=obj.get("constraints"))
+                      prompt=prompt, constraints=row_constraints(obj, where))
 
 
 def is_prompt(value: Any) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
@@ -54,8 +54,10 @@ from judges.constraints.format import (
     WordCount,
     WrappedInQuotes,
 )
+from judges.constraints.ifeval.instructions import IFEVAL_IDS, IFEVAL_SPECS
 
 __all__ = [
+    "IFEVAL_IDS",
     "KINDS",
     "AllLowercase",
     "AllUppercase",
@@ -91,36 +93,39 @@ __all__ = [
     "parse_constraints",
 ]
 
-Constraint = Annotated[
-    WordCount
-    | SentenceCount
-    | BulletCount
-    | NumberedListCount
-    | ParagraphCount
-    | IncludeKeywords
-    | KeywordFrequency
-    | ForbiddenWords
-    | StartsWith
-    | EndsWith
-    | AllLowercase
-    | AllUppercase
-    | WrappedInQuotes
-    | JsonFormat
-    | Title
-    | NoCommas
-    | Postscript
-    | HighlightedSections
-    | PlaceholderCount
-    | YesNoAnswer
-    | OneWordAnswer
-    | RepeatRequest
-    | LetterFrequency
-    | EndsWithQuestion
-    | SectionCount
-    | NoDigits,
-    Field(discriminator="kind"),
-]
+OUR_SPECS: tuple[type[Spec], ...] = (
+    WordCount,
+    SentenceCount,
+    BulletCount,
+    NumberedListCount,
+    ParagraphCount,
+    IncludeKeywords,
+    KeywordFrequency,
+    ForbiddenWords,
+    StartsWith,
+    EndsWith,
+    AllLowercase,
+    AllUppercase,
+    WrappedInQuotes,
+    JsonFormat,
+    Title,
+    NoCommas,
+    Postscript,
+    HighlightedSections,
+    PlaceholderCount,
+    YesNoAnswer,
+    OneWordAnswer,
+    RepeatRequest,
+    LetterFrequency,
+    EndsWithQuestion,
+    SectionCount,
+    NoDigits,
+)
 
+# Every kind a constraint list may hold: ours, then IFEval's 25 ids (``kind`` = the id).
+Constraint = Annotated[Union[(*OUR_SPECS, *IFEVAL_SPECS)], Field(discriminator="kind")]  # noqa: UP007
+
+# Our own kinds, the ones ``judges.constraints.prompts`` draws from; IFEval's are in IFEVAL_IDS.
 KINDS: tuple[str, ...] = (
     "word_count",
     "sentence_count",
@@ -172,5 +177,10 @@ def parse_constraints(
 
 
 def check(spec: Spec, text: str | Doc) -> Check:
-    """Check one response against one constraint spec."""
-    return spec.check(text if isinstance(text, Doc) else Doc(text))
+    """Check one response against one constraint spec. An empty or whitespace-only response
+    satisfies no constraint of any kind (it has no commas and few words, but it is no answer).
+    """
+    doc = text if isinstance(text, Doc) else Doc(text)
+    if not doc.text.strip():
+        return Check(False, 0.0)
+    return spec.check(doc)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from judges.constraints.checkers import Doc, Spec
-from judges.constraints.kinds import parse_constraints
+from judges.constraints.kinds import check, parse_constraints
 
 DEFAULT_TEMPERATURE = 0.2
 
@@ -46,7 +46,7 @@ def verify_response(constraints: ConstraintsArg, text: str) -> VerifyResult:
 
 def _verify(specs: list[Spec], text: str) -> VerifyResult:
     doc = Doc(text)
-    checks = [spec.check(doc) for spec in specs]
+    checks = [check(spec, doc) for spec in specs]
     passed = tuple(check.satisfied for check in checks)
     share = sum(passed) / len(passed) if passed else 1.0
     return VerifyResult(
