@@ -56,6 +56,7 @@ TRAIN_COMMANDS = {
 EVAL_COMMANDS = {
     "rm": "align.eval.cli:eval_rm",
     "winrate": "align.eval.cli:eval_winrate",
+    "ifeval": "align.eval.cli:eval_ifeval",
     "constraints": "align.eval.cli:eval_constraints",
 }
 

@@ -52,7 +52,7 @@ CRAFTED = [
 def test_hygiene_counts_are_exact(tmp_path):
     labels = write_jsonl(tmp_path / "labels.jsonl", CRAFTED)
     rows, dropped = ds.pairs_from_labels(labels, min_confidence=0.2)
-    assert dropped == {"error": 2, "tie": 3, "identical": 2, "low_confidence": 2}
+    assert dropped == {"error": 2, "tie": 3, "empty": 0, "identical": 2, "low_confidence": 2}
     assert [row["id"] for row in rows] == ["L1", "L2", "L3", "L4", "L14"]
 
     result = CliRunner().invoke(main, ["export", "preference", "--labels", str(labels),

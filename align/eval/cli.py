@@ -1,4 +1,4 @@
-"""The `rlaif eval` group: `rm`, `winrate` and `constraints` (parse options, call, print).
+"""The `rlaif eval` group: `rm`, `winrate`, `constraints` and `ifeval` (parse, call, print).
 
 `eval rm` measures a reward model's pairwise accuracy (``align.eval.reward_model``); `eval
 constraints` the held-out constraint satisfaction of policies (``align.eval.heldout``); `eval
@@ -6,7 +6,8 @@ winrate` answers the prompts with both models, judges each pair and prints the w
 Its judging options are those of `rlaif label` (``--judge``, ``--judge-base-url``,
 ``--judge-model``, ``--rubric``, ``--soft``, ``--cot``, ``--tie-margin`` and the endpoint
 limits, which also apply to URL models); pairs are always judged in both orders. The work is
-in ``align.eval.winrate``.
+in ``align.eval.winrate``. `eval ifeval` scores IFEval from a responses file or a policy's
+greedy answers (``align.eval.ifeval``).
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from align.eval.winrate import (
     write_result,
 )
 from datagen import store
-from datagen.connect import client_config, dump_options
+from datagen.connect import client_config, client_options, dump_options
 from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import UserInputError
-from datagen.jsonl import atomic_write
+from datagen.jsonl import atomic_write, write_jsonl
 from datagen.responses.sample import PromptItem, Response, read_prompts
+from judges.constraints.ifeval.evaluate import bundled_prompts_path as bundled_ifeval_path
+from judges.constraints.ifeval.evaluate import read_ifeval_prompts
 from judges.setup import judge_options, judge_setup, provenance, run_judges
 
 
@@ -203,3 +206,95 @@ def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
         click.echo(f"eval constraints: {report['failed_requests']} requests failed; rerun to "
                    "retry them", err=True)
         sys.exit(1)
+
+
+@click.command("ifeval")
+@click.option("--prompts", "prompts_path", default=None, type=click.Path(path_type=Path),
+              help="IFEval prompts (input_data.jsonl form: key, prompt, instruction_id_list, "
+                   "kwargs). Default: IFEval's 541 prompts, shipped with the package.")
+@click.option("--responses", "responses_path", default=None, type=click.Path(path_type=Path),
+              help='JSONL of {"prompt", "response"} lines, joined to the prompts on the text.')
+@click.option("--policy", default=None,
+              help="Answer the prompts with this model instead: a local model directory, "
+                   "'default' (the embedded model) or an OpenAI-compatible base URL (with "
+                   "--policy-model). Requests go through the ledger of --db.")
+@click.option("--policy-model", default=None, help="Model name at a URL --policy.")
+@click.option("--max-tokens", default=1280, show_default=True, type=click.IntRange(1),
+              help="Tokens per answer (--policy).")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 2),
+              help="Sampling temperature (--policy; 0 is greedy).")
+@click.option("--seed", default=0, show_default=True, help="Sampling seed (--policy).")
+@click.option("--n-prompts", default=None, type=click.IntRange(1),
+              help="Use only the first N prompts.")
+@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
+              help="Project database (request ledger, run record) for --policy.")
+@click.option("--check-train", "train_paths", multiple=True, type=click.Path(path_type=Path),
+              help="Training prompts JSONL (prompt or instruction per line) to check for "
+                   "prompts within ROUGE-L 0.7 of an evaluation prompt (repeatable).")
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path, dir_okay=False),
+              help="Write one line per prompt: key, prompt, instruction_id_list, "
+                   "follow_instruction_list_strict, follow_instruction_list_loose, response.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@client_options
+def eval_ifeval(prompts_path: Path | None, responses_path: Path | None, policy: str | None,
+                policy_model: str | None, max_tokens: int, temperature: float, seed: int,
+                n_prompts: int | None, db: Path, train_paths: tuple[Path, ...],
+                output: Path | None, as_json: bool, **kwargs: Any) -> None:
+    """IFEval: prompt- and instruction-level accuracy, strict and loose, with 95% intervals.
+
+    Exit status: 0; 1 when some --policy requests failed (rerun: answered ones are not sent
+    again) or when --check-train found training prompts too close to the evaluation prompts
+    (the score is then not reported as clean); 2 on bad input, before any request.
+    """
+    from align.eval import ifeval
+
+    if (responses_path is None) == (policy is None):
+        raise UserInputError("give exactly one of --responses FILE or --policy MODEL")
+    items = read_ifeval_prompts(prompts_path)[:n_prompts]
+    close = ifeval.contamination(items, list(train_paths)) if train_paths else []
+    if responses_path is not None:
+        responses = ifeval.read_responses(responses_path)
+        ifeval.missing_responses(items, responses, responses_path)
+        source = {"responses": str(responses_path)}
+    else:
+        responses, source = _answer_ifeval(items, policy, policy_model,
+                                           Sampling(temperature=temperature,
+                                                    max_tokens=max_tokens, seed=seed),
+                                           kwargs, db)
+    rows = ifeval.score(items, responses)
+    result = ifeval.summarise(rows) | source | {
+        "prompts": str(prompts_path or bundled_ifeval_path()),
+        "contamination": {"checked": [str(p) for p in train_paths], "close": close,
+                          "clean": not close if train_paths else None}}
+    if output is not None:
+        write_jsonl(output, rows)
+    click.echo(json.dumps(result) if as_json else ifeval.format_summary(result))
+    if close:
+        click.echo(f"eval ifeval: NOT CLEAN: {len(close)} training prompts are within ROUGE-L "
+                   f"0.7 of an evaluation prompt (first: {close[0]['where']}, key "
+                   f"{close[0]['key']})", err=True)
+        sys.exit(1)
+
+
+def _answer_ifeval(items: list[Any], policy: str, policy_model: str | None, sampling: Sampling,
+                   options: dict[str, Any], db: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """The policy's answer to each prompt, through the ledger; exits 1 if any request failed."""
+    source = parse_source("policy", policy, policy_model)
+    prompts = [PromptItem(id=str(item.key), prompt=item.prompt) for item in items]
+    database = store.open_db(db)
+    with served([source]) as endpoints:
+        config = client_config(options, endpoints[0].base_url, model=endpoints[0].model)
+
+        async def go() -> list[Response]:
+            async with LLMClient(config, database) as client:
+                return await sample_answers(client, prompts, endpoints[0].model, sampling)
+
+        answers = run_async(go())
+    failed = [a for a in answers if a.status != "ok"]
+    if failed:
+        click.echo(f"eval ifeval: {len(failed)} of {len(answers)} requests failed (first: "
+                   f"{failed[0].error}); rerun to retry them", err=True)
+        sys.exit(1)
+    responses = {item.prompt: answer.text for item, answer in zip(items, answers, strict=True)}
+    return responses, {"policy": {"source": policy, "model": endpoints[0].model},
+                       "sampling": sampling.model_dump()}

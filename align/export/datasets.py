@@ -4,9 +4,9 @@ TRL's trainers want conversational rows: SFT ``{"messages": [...]}``, preference
 ``{"prompt": [user messages], "chosen": [assistant message], "rejected": [assistant message]}``
 (plus an optional ``margin``), prompt-only ``{"prompt": [user messages]}``. This module builds
 those rows from ``rlaif label`` output or from the generators' provider functions, applies pair
-hygiene (ties, judge errors, identical responses, low-confidence soft labels; each drop counted
-by reason), splits train/test by prompt so that no prompt is in both, and writes JSONL or a
-saved Hugging Face dataset through a temporary path and a rename.
+hygiene (ties, judge errors, an empty or blank side, identical responses, low-confidence soft
+labels; each drop counted by reason), splits train/test by prompt so that no prompt is in both,
+and writes JSONL or a saved Hugging Face dataset through a temporary path and a rename.
 
 Margin: with a soft label ``p_a`` = P(response A is better), ``p_chosen`` is ``p_a`` or
 ``1 - p_a``, clipped to ``[0.5, MARGIN_P_MAX]``, and the margin is ``logit(p_chosen)``, i.e.
@@ -34,7 +34,7 @@ from datagen.ids import content_id, pair_id
 from datagen.jsonl import ObjectLine, atomic_write, read_objects, read_utf8
 
 MARGIN_P_MAX = 0.95
-DROP_REASONS = ("error", "tie", "identical", "low_confidence")
+DROP_REASONS = ("error", "tie", "empty", "identical", "low_confidence")
 ROLES = ("system", "user", "assistant")
 
 # source name -> "module:function" of the provider that reads the project DB.
@@ -121,6 +121,8 @@ def _label_reason(obj: Row, p_a: float | None, min_confidence: float | None) -> 
     """Why a label line is dropped (the first reason that applies), or None to keep it."""
     if obj["preferred"] in ("error", "tie"):
         return obj["preferred"]
+    if not obj["response_a"].strip() or not obj["response_b"].strip():
+        return "empty"  # an empty reply is no answer: never chosen, and no useful rejected
     if obj["response_a"].strip() == obj["response_b"].strip():
         return "identical"
     # The 1e-9 keeps decimal boundaries as written: p_a 0.6 with C 0.2 passes (0.6 - 0.5 < 0.1 in
@@ -138,9 +140,10 @@ def pairs_from_labels(
     """Preference rows from an ``rlaif label`` JSONL file, and the drop counts per reason.
 
     Rows: ``id``, ``prompt``, ``chosen``, ``rejected`` and, when any kept line has ``p_a``,
-    ``margin``. Dropped: ``error`` and ``tie`` verdicts, ``identical`` responses (after
-    stripping whitespace) and, with ``min_confidence`` C, soft labels with |p_a - 0.5| < C/2
-    (``low_confidence``; lines without ``p_a`` are hard labels and pass).
+    ``margin``. Dropped: ``error`` and ``tie`` verdicts, pairs with an ``empty`` (blank) side,
+    ``identical`` responses (after stripping whitespace) and, with ``min_confidence`` C, soft
+    labels with |p_a - 0.5| < C/2 (``low_confidence``; lines without ``p_a`` are hard labels and
+    pass).
     """
     rows, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
     for _, where, obj in read_jsonl(path):
@@ -211,13 +214,17 @@ def sft_rows(examples: Iterable[Row], origin: str) -> list[Row]:
 
 
 def preference_rows(pairs: Iterable[Row], origin: str) -> tuple[list[Row], Counter]:
-    """Validated preference rows from provider dicts; identical chosen/rejected are dropped."""
+    """Validated preference rows from provider dicts; pairs with a blank side and identical
+    chosen/rejected are dropped."""
     rows, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
     for index, pair in enumerate(pairs):
         where = f"{origin}: row {pair.get('id', index)}"
         prompt = as_prompt(pair.get("prompt"), where)
         chosen = as_completion(pair.get("chosen"), where, "chosen")
         rejected = as_completion(pair.get("rejected"), where, "rejected")
+        if not chosen[0]["content"].strip() or not rejected[0]["content"].strip():
+            dropped["empty"] += 1
+            continue
         if chosen[0]["content"].strip() == rejected[0]["content"].strip():
             dropped["identical"] += 1
             continue

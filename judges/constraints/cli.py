@@ -2,13 +2,16 @@
 
 A thin layer over ``judges.constraints.prompts``: read the prompts (the bundled set by default),
 draw constraints with a seed, and write the rows to a JSONL file (through a temporary file
-that is renamed into place) or to the ``constrained_prompts`` table of a project database.
+that is renamed into place; ``--format ifeval`` writes IFEval's ``instruction_id_list`` +
+``kwargs`` form, each constraint kind as its instruction id) or to the ``constrained_prompts``
+table of a project database.
 Bad input stops the command with a one-line ``FILE:LINE: ...`` message and exit code 2
 before anything is written.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from judges.constraints.prompts import (
     ConstrainedPrompt,
     add_constraints,
     bundled_prompts_path,
+    ifeval_row,
     load_base_prompts,
 )
 
@@ -39,12 +43,14 @@ def parse_range(value: str) -> tuple[int, int]:
     return low, high
 
 
-def write_jsonl(path: Path, rows: list[ConstrainedPrompt]) -> None:
-    """Write rows to ``path`` through a temporary file in the same folder, then rename."""
+def write_jsonl(path: Path, rows: list[ConstrainedPrompt], form: str = "rlaif") -> None:
+    """Write rows to ``path`` through a temporary file in the same folder, then rename;
+    ``form="ifeval"`` writes IFEval's fields instead (``ifeval_row``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as out:
         for row in rows:
-            out.write(row.model_dump_json() + "\n")
+            line = row.model_dump_json() if form == "rlaif" else json.dumps(ifeval_row(row))
+            out.write(line + "\n")
 
 
 @click.command("constrained")
@@ -81,6 +87,15 @@ def write_jsonl(path: Path, rows: list[ConstrainedPrompt]) -> None:
     help="Write the rows to this JSONL file.",
 )
 @click.option(
+    "--format",
+    "form",
+    type=click.Choice(["rlaif", "ifeval"]),
+    default="rlaif",
+    show_default=True,
+    help="-o file form: ours (constraints list, base prompt, seed) or IFEval's (key, prompt, "
+    "instruction_id_list, kwargs), which `rlaif generate responses` and `rlaif label` also read.",
+)
+@click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -92,17 +107,20 @@ def generate_constrained(
     seed: int,
     limit: int | None,
     output: Path | None,
+    form: str,
     db: Path | None,
 ) -> None:
     """Attach 1..K verifiable constraints to each prompt and render the final prompt text."""
     if (output is None) == (db is None):
         raise UserInputError("give exactly one of -o/--output FILE.jsonl or --db PATH")
+    if form != "rlaif" and db is not None:
+        raise UserInputError("--format: only for -o/--output files (the table keeps our form)")
     k_min, k_max = parse_range(constraint_range)
     prompts = load_base_prompts(prompts_path)[:limit]
     rows = add_constraints(prompts, k_min, k_max, seed)
     source = prompts_path or bundled_prompts_path()
     if output is not None:
-        write_jsonl(output, rows)
+        write_jsonl(output, rows, form)
         click.echo(
             f"wrote {len(rows)} constrained prompts from {source} to {output} "
             f"({k_min}-{k_max} constraints each, seed {seed})"

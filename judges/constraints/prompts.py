@@ -268,3 +268,11 @@ def phrasing_options(spec: Spec, phrasings: Mapping[str, Any]) -> list[str]:
     """The phrasings that can render ``spec`` (by kind, then by variant where it has one)."""
     options = phrasings[spec.kind]
     return options[spec.variant] if spec.variant is not None else options
+
+
+def ifeval_row(row: ConstrainedPrompt) -> dict[str, Any]:
+    """A constrained prompt in IFEval's form: ``key``, ``prompt``, ``instruction_id_list`` (the
+    constraint kinds) and ``kwargs`` (each spec's parameters), as IFEval files spell them."""
+    dumped = [spec.model_dump(mode="json") for spec in row.constraints]
+    return {"key": row.id, "prompt": row.prompt,
+            "instruction_id_list": [spec.pop("kind") for spec in dumped], "kwargs": dumped}

@@ -23,7 +23,12 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from judges.constraints.checkers import Check, Doc, Spec
-from judges.constraints.ifeval.text import count_sentences, count_words, detect_language, word_tokens
+from judges.constraints.ifeval.text import (
+    count_sentences,
+    count_words,
+    detect_language,
+    word_tokens,
+)
 
 IfRelation = Literal["less than", "at least"]
 Num = Annotated[int, Field(ge=0, le=1_000_000)]
@@ -241,9 +246,9 @@ class ConstrainedResponse(Spec):
 
 
 class NumberHighlightedSections(Spec):
-    """At least ``num_highlights`` highlights: every ``*...*`` on one line with text inside
-    counts, and every ``**...**`` counts once more (so ``**bold**`` counts twice and
-    ``***x***`` once)."""
+    """At least ``num_highlights`` highlights, counted as two scans: each ``*...*`` (no ``*``
+    or line break inside) with text inside, plus each ``**...**`` likewise; ``*x*`` and
+    ``**x**`` count one each, ``***x***`` two."""
 
     kind: Literal["detectable_format:number_highlighted_sections"] = (
         "detectable_format:number_highlighted_sections"
