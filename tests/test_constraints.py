@@ -9,7 +9,7 @@ import re
 import pydantic
 import pytest
 
-from judges.constraints.checkers import HIGHLIGHT_RE, SENTENCE_END_RE, Doc, count_phrase
+from judges.constraints.checkers import HIGHLIGHT_RE, Doc, count_phrase
 from judges.constraints.compat import (
     CONFLICTS,
     EXCLUSIVE,
@@ -38,7 +38,11 @@ CASES = [
     ({"kind": "sentence_count", "max": 2}, "One. Two! Three?", False),
     ({"kind": "sentence_count", "min": 2, "max": 2}, 'He said "hi." Then he left.', True),
     ({"kind": "sentence_count", "min": 1, "max": 1}, "Pi is 3.14 today.", True),
-    ({"kind": "sentence_count", "min": 2, "max": 2}, "Wait... what?", True),
+    ({"kind": "sentence_count", "min": 1, "max": 1}, "Wait... what?", True),  # as punkt
+    # issue 16: abbreviations and list markers end no sentence (punkt, as IFEval counts)
+    ({"kind": "sentence_count", "min": 4, "max": 4},
+     "Dr. Smith came at 5 p.m. on Jan. 3. He left.\n1. First.\n2. Second.", True),
+    ({"kind": "sentence_count", "max": 2}, "Mr. Brown met Dr. Green. They talked.", True),
     ({"kind": "sentence_count", "min": 2, "max": 2}, "第一句。第二句。", True),
     ({"kind": "sentence_count", "min": 2, "max": 2}, "A heading\n\nA sentence.", True),
     ({"kind": "sentence_count", "min": 1, "max": 1}, "One sentence.   \n\n \n", True),
@@ -68,7 +72,8 @@ CASES = [
     ({"kind": "paragraph_count", "n": 2, "separator": "marker"}, "A.\n  ***  \nB.", True),
     ({"kind": "paragraph_count", "n": 2, "separator": "marker"}, "First.\n\nSecond.", False),
     ({"kind": "paragraph_count", "n": 2, "separator": "marker"}, "A.\n***\nB.\n***\n", False),
-    ({"kind": "paragraph_count", "n": 1, "separator": "marker"}, "A *** B", True),
+    ({"kind": "paragraph_count", "n": 2, "separator": "marker"}, "A *** B", True),  # issue 16
+    ({"kind": "paragraph_count", "n": 1, "separator": "marker"}, "A ***bold*** B", True),
     # include_keywords: case-insensitive, word boundaries, counts
     ({"kind": "include_keywords", "keywords": ["plan"]}, "A PLAN.", True),
     ({"kind": "include_keywords", "keywords": ["plan"]}, "planning ahead", False),
@@ -143,7 +148,10 @@ CASES = [
     ({"kind": "json_format"}, 'Here you go: {"a": 1}', False),
     ({"kind": "json_format"}, FENCED_JSON + "\nHope this helps.", False),
     ({"kind": "json_format"}, '{"a": 1,}', False),
-    ({"kind": "json_format"}, '"just a string"', False),
+    ({"kind": "json_format"}, '"just a string"', True),  # issue 16: any JSON value
+    ({"kind": "json_format"}, "42", True),
+    ({"kind": "json_format"}, " null ", True),
+    ({"kind": "json_format", "keys": ["a"]}, "null", False),
     ({"kind": "json_format", "keys": ["title", "summary"]}, FENCED_JSON, True),
     ({"kind": "json_format", "keys": ["title", "author"]}, FENCED_JSON, False),
     ({"kind": "json_format", "keys": ["title"]}, '[{"title": "x"}]', False),
@@ -165,7 +173,11 @@ CASES = [
     ({"kind": "postscript"}, "P.S. only a postscript", False),
     ({"kind": "postscript"}, "Main text.\nP.S.", False),
     ({"kind": "postscript"}, "Main text. P.S. inline does not count", False),
-    ({"kind": "postscript"}, "Main text.\n**P.S.** decorated", False),
+    ({"kind": "postscript"}, "Main text.\n**P.S.** decorated", True),  # issue 16
+    ({"kind": "postscript"}, "Main text.\nP.S: no final dot", True),
+    ({"kind": "postscript"}, "Main text.\nP.Sam is a name", False),
+    ({"kind": "postscript", "marker": "P.P.S"}, "Main.\nP.P.S: b", True),
+    ({"kind": "postscript", "marker": "P.P.S."}, "Main.\n*P.P.S* b", True),
     ({"kind": "postscript"}, "Main text.\nP.P.S. not a P.S. line", False),
     ({"kind": "postscript", "marker": "P.P.S."}, "Main.\nP.S. a\nP.P.S. b", True),
     # highlighted_sections
@@ -176,6 +188,8 @@ CASES = [
     ({"kind": "highlighted_sections", "n": 1}, "*split\nline*", False),
     ({"kind": "highlighted_sections", "n": 2}, "*héllo wörld* and *日本*", True),
     ({"kind": "highlighted_sections", "n": 1}, "***\n*real*", True),
+    ({"kind": "highlighted_sections", "n": 1}, "Say ***bold italic*** once.", True),  # issue 16
+    ({"kind": "highlighted_sections", "n": 2}, "Say ***bold italic*** once.", False),
     # placeholder_count
     ({"kind": "placeholder_count", "n": 2}, "Dear [name], at [address].", True),
     ({"kind": "placeholder_count", "n": 2}, "Dear [name], see [the docs](http://x).", False),
@@ -192,6 +206,9 @@ CASES = [
     ({"kind": "one_word_answer"}, "Zürich", True),
     ({"kind": "one_word_answer"}, "New York", False),
     ({"kind": "one_word_answer"}, "...", False),
+    ({"kind": "one_word_answer"}, "**Paris**", True),  # issue 16
+    ({"kind": "one_word_answer"}, '"Paris".', True),
+    ({"kind": "one_word_answer"}, "**New York**", False),
     # repeat_request
     (
         {"kind": "repeat_request", "request": "Explain why bread goes stale."},
@@ -228,6 +245,7 @@ CASES = [
     ({"kind": "letter_frequency", "letter": "e", "n": 3, "relation": "at_least"}, "éèe", False),
     ({"kind": "letter_frequency", "letter": "z", "n": 1, "relation": "at_most"}, "a zoo", True),
     ({"kind": "letter_frequency", "letter": "z", "n": 1, "relation": "at_most"}, "zz", False),
+    ({"kind": "letter_frequency", "letter": "s", "n": 0, "relation": "at_most"}, "Maße", True),
     # ends_with_question: language-agnostic question marks, closing marks allowed
     ({"kind": "ends_with_question"}, "Any questions?  \n", True),
     ({"kind": "ends_with_question"}, 'She asked, "Why?"', True),
@@ -412,19 +430,13 @@ def test_parameter_compatibility(a: dict, b: dict, ok: bool) -> None:
 
 # --- fast patterns agree with their plain reference forms ------------------------------------
 
-REFERENCE_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s|$)|[。！？]+|\n[ \t]*\n")
-REFERENCE_HIGHLIGHT = re.compile(r"(?<![*\w])(\*\*?)(?![\s*])([^*\n]+?)(?<![\s*])\1(?![*\w])")
+REFERENCE_HIGHLIGHT = re.compile(r"(?<![*\w])(\*{1,3})(?![\s*])([^*\n]+?)(?<![\s*])\1(?![*\w])")
 
 
 def _random_texts(count: int = 3000) -> list[str]:
     rng = random.Random(0)
     alphabet = list("ab AZ.!?…。！\n\n \t**_-'\"”),3é") + ["plan", "Plan", "***", "e.g. "]
     return ["".join(rng.choices(alphabet, k=rng.randint(0, 40))) for _ in range(count)]
-
-
-def test_sentence_pattern_matches_reference() -> None:
-    for text in _random_texts():
-        assert SENTENCE_END_RE.split(text) == REFERENCE_SENTENCE_END.split(text), repr(text)
 
 
 def test_highlight_pattern_matches_reference() -> None:

@@ -58,7 +58,7 @@ def test_hygiene_counts_are_exact(tmp_path):
     result = CliRunner().invoke(main, ["export", "preference", "--labels", str(labels),
                                        "--min-confidence", "0.2", "-o", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 0, result.output
-    line = "read 14, kept 5; dropped: error 2, tie 3, identical 2, low_confidence 2"
+    line = "read 14, kept 5; dropped: error 2, tie 3, empty 0, identical 2, low_confidence 2"
     assert line in result.output
 
     _, dropped = ds.pairs_from_labels(labels)  # without --min-confidence nothing is low-confidence
@@ -241,3 +241,20 @@ def test_exports_pass_trl_data_preparation(tmp_path):
     assert is_conversational(prompts[0])
     text = maybe_apply_chat_template(prompts[0], tokenizer)["prompt"]
     assert text.endswith("<|im_start|>assistant\n")  # what GRPO/RLOO generate from
+
+
+def test_pairs_with_an_empty_side_are_dropped_and_counted(tmp_path):
+    # issue 16: a blank reply is never chosen (nor kept as a rejected side)
+    labels = write_jsonl(tmp_path / "labels.jsonl", [
+        label(1, "b", a="A real answer.", b="", p_a=0.076),
+        label(2, "a", a="  \n", b="Another answer."),
+        label(3, "a", p_a=0.9)])
+    rows, dropped = ds.pairs_from_labels(labels)
+    assert [row["id"] for row in rows] == ["L3"] and dropped["empty"] == 2
+    result = CliRunner().invoke(main, ["export", "preference", "--labels", str(labels),
+                                       "-o", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "read 3, kept 1; dropped: error 0, tie 0, empty 2, identical 0" in result.output
+    rows, dropped = ds.preference_rows([{"id": "x", "prompt": "Q?", "chosen": " ",
+                                         "rejected": "No."}], "db")
+    assert rows == [] and dropped["empty"] == 1

@@ -151,3 +151,14 @@ def test_swapping_responses_mirrors_the_result_exactly() -> None:
 def test_pair_is_pure() -> None:
     first = verify_pair(THREE, ALL_THREE, ONE_OF_THREE)
     assert all(verify_pair(THREE, ALL_THREE, ONE_OF_THREE) == first for _ in range(3))
+
+
+@pytest.mark.parametrize("empty", ["", "   ", "\n\t\n"])
+def test_empty_reply_never_satisfies_nor_wins(empty: str) -> None:
+    # issue 16: "" has no commas and is under 50 words, yet it is no answer
+    constraints = [{"kind": "no_commas"}, {"kind": "word_count", "max": 50},
+                   {"kind": "punctuation:no_comma"}, {"kind": "no_digits"}]
+    assert verify_response(constraints, empty).passed == (False, False, False, False)
+    label = verify_pair(constraints, "Hello, world", empty)
+    assert label["preferred"] == "a" and label["share_b"] == 0.0
+    assert verify_pair(constraints, empty, empty)["preferred"] == "tie"

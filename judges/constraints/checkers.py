@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from judges.constraints.ifeval.text import split_sentences
+
 
 class Check(NamedTuple):
     """One checker verdict: ``satisfied`` is strict; ``degree`` in [0, 1] says how close a
@@ -36,22 +38,21 @@ class Check(NamedTuple):
 WORD_RE = re.compile(r"[^\W_]+(?:['’\-][^\W_]+|(?<=\d)[.,]\d+)*")
 WORD_CHAR_RE = re.compile(r"[^\W_]")
 
-# Sentence ends: one or more of . ! ? … (optionally followed by closing quotes or brackets)
-# before whitespace or the end of the text; the CJK stops 。！？ with or without a space; and
-# any blank line. A piece between two ends counts only if it holds a letter or digit, so
-# "Wait... what?" is two sentences and abbreviations such as "e.g. " do split (kept literal).
-# (Written to start with one character class, which lets the regex engine skip ahead fast.)
-SENTENCE_END_RE = re.compile(
-    r"[.!?…。！？\n]"
-    r"(?:(?<=[.!?…])[.!?…]*[\"'”’»)\]]*(?=\s|$)|(?<=[。！？])[。！？]*|(?<=\n)[ \t]*\n)"
-)
+# Sentences: the text is first cut at blank lines and after the CJK stops 。！？ (a heading
+# above a blank line is a sentence of its own), then each piece is split by NLTK's Punkt with
+# its English model, as IFEval counts them, so abbreviations ("Dr.", "p.m.", "e.g.") and list
+# markers do not end sentences. A piece without a letter or digit, or one that is only a list
+# marker ("1.", "b)"), is not a sentence.
+SENTENCE_BLOCK_RE = re.compile(r"\n[ \t]*\n|(?<=[。！？])")
+LIST_MARKER_RE = re.compile(r"\(?(?:\d{1,9}|[a-zA-Z]|[ivxIVX]{1,5})[.)]")
 
 # Paragraphs in blank-line mode: runs of non-blank lines; a chunk without any letter or
 # digit (for example a lone "***" line) is not a paragraph.
 BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
-# Paragraphs in marker mode: the text is cut at lines that hold exactly "***" (surrounding
-# spaces allowed); every piece must hold a letter or digit.
-MARKER_LINE_RE = re.compile(r"^[ \t]*\*\*\*[ \t]*$", re.M)
+# Paragraphs in marker mode: the text is cut at every "***" that stands alone between
+# whitespace or the ends of the text (on a line of its own or inside a line, as IFEval
+# allows; "***bold***" is not a marker); every piece must hold a letter or digit.
+MARKER_RE = re.compile(r"(?<!\S)\*\*\*(?!\S)")
 
 # Fenced code blocks (``` ... ```) are ignored by the structural counts below so that list
 # markers, brackets or asterisks inside code do not count as prose formatting.
@@ -68,11 +69,13 @@ NUMBERED_RE = re.compile(r"^[ \t]*\d{1,9}[.)][ \t]+\S", re.M)
 # A title: <<text>> on one line, where the text holds a letter or digit.
 TITLE_RE = re.compile(r"<<([^<>\n]*[^\W_][^<>\n]*)>>")
 
-# A highlighted span: *text* or **text** on one line, where the text neither starts nor ends
-# with a space or asterisk and the delimiters do not touch a letter, digit or another
-# asterisk on the outside ("2*3*4" and "* item" are not highlights).
+# A highlighted span: *text*, **text** or ***text*** on one line, where the text neither
+# starts nor ends with a space or asterisk and the delimiters do not touch a letter, digit or
+# another asterisk on the outside ("2*3*4" and "* item" are not highlights).
 # (The pattern starts with the literal "*" and looks back from there, for speed.)
-HIGHLIGHT_RE = re.compile(r"\*(?<![*\w]\*)(\*?)(?![\s*])([^*\n]+?)(?<![\s*])\*\1(?![*\w])")
+HIGHLIGHT_RE = re.compile(
+    r"\*(?<![*\w]\*)(\*{0,2})(?![\s*])([^*\n]+?)(?<![\s*])\*\1(?![*\w])"
+)
 DIGIT_RE = re.compile(r"\d")  # any Unicode decimal digit
 
 # A placeholder: [text] on one line, where the text holds a letter or digit, not directly
@@ -87,6 +90,7 @@ _DROP_ASCII_UPPER = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 COMMA_CHARS = (",", "，", "،", "、")  # ASCII, fullwidth, Arabic and ideographic commas
 QUESTION_MARKS = frozenset("?\uff1f\u061f\u037e\u1367")  # ? ？ ؟, Greek U+037E, Ethiopic ፧
 CLOSING_CHARS = "\"'”’»)]*_ \t\r\n"  # may follow the final question mark
+WRAPPING_CHARS = "*_\"'“”‘’«»`"  # emphasis and quotes that may wrap a short answer
 
 
 def normalize(text: str) -> str:
@@ -156,20 +160,21 @@ def count_phrase(folded: str, phrase: str, limit: int | None = None) -> int:
     return count
 
 
+NOT_JSON = object()  # parse_json_body's answer for a text that is not one JSON value
+
+
 def parse_json_body(text: str) -> Any:
-    """The JSON object or array the whole response consists of (optionally inside one code
-    fence such as ```json ... ```), or None when it is not exactly that."""
+    """The JSON value the whole response consists of (optionally inside one code fence such
+    as ```json ... ```): an object, array, string, number, true, false or null; ``NOT_JSON``
+    when it is not exactly one JSON value."""
     body = text.strip()
     fenced = WHOLE_FENCE_RE.match(body)
     if fenced:
         body = fenced.group(1).strip()
-    if not body or body[0] not in "{[":
-        return None
     try:
-        value = json.loads(body)
+        return json.loads(body)
     except ValueError:
-        return None
-    return value if isinstance(value, dict | list) else None
+        return NOT_JSON
 
 
 class Doc:
@@ -193,8 +198,11 @@ class Doc:
 
     @cached_property
     def sentence_count(self) -> int:
-        pieces = SENTENCE_END_RE.split(self.text)
-        return sum(1 for piece in pieces if WORD_CHAR_RE.search(piece))
+        count = 0
+        for block in SENTENCE_BLOCK_RE.split(self.text):
+            if WORD_CHAR_RE.search(block):
+                count += sum(1 for piece in split_sentences(block) if _is_sentence(piece))
+        return count
 
     @cached_property
     def blank_line_paragraphs(self) -> int:
@@ -203,7 +211,7 @@ class Doc:
     @cached_property
     def marker_paragraphs(self) -> tuple[int, bool]:
         """(number of pieces between "***" lines, whether any piece is empty)."""
-        pieces = MARKER_LINE_RE.split(self.text)
+        pieces = MARKER_RE.split(self.text)
         filled = sum(1 for piece in pieces if WORD_CHAR_RE.search(piece))
         return filled, filled < len(pieces)
 
@@ -243,6 +251,14 @@ class Doc:
     @cached_property
     def folded(self) -> str:
         return self.text.casefold()
+
+    @cached_property
+    def lowered(self) -> str:
+        return self.text.lower()
+
+
+def _is_sentence(piece: str) -> bool:
+    return WORD_CHAR_RE.search(piece) is not None and LIST_MARKER_RE.fullmatch(piece) is None
 
 
 # --- what every constraint spec shares ---------------------------------------------------

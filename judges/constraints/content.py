@@ -20,6 +20,7 @@ from judges.constraints.checkers import (
     QUESTION_MARKS,
     WORD_CHAR_RE,
     WORD_RE,
+    WRAPPING_CHARS,
     Check,
     Doc,
     Phrase,
@@ -196,13 +197,16 @@ class YesNoAnswer(Spec):
 
 class OneWordAnswer(Spec):
     """The whole response is a single word (see ``word_count``), ignoring surrounding
-    whitespace and trailing ". ! ?"; "Paris." and "well-known" pass, "New York" fails."""
+    whitespace, emphasis marks (* _), quotes and trailing ". ! ?"; "Paris.", "**Paris**",
+    '"Paris"' and "well-known" pass, "New York" fails."""
 
     kind: Literal["one_word_answer"] = "one_word_answer"
 
     def check(self, doc: Doc) -> Check:
-        body = doc.stripped.rstrip(".!?").strip()
-        return Check(WORD_RE.fullmatch(body) is not None)
+        body = doc.stripped
+        for _ in range(3):  # "**Paris.**", '"Paris".', "*'Paris'*": peel a few layers
+            body = body.strip().strip(WRAPPING_CHARS).rstrip(".!?")
+        return Check(WORD_RE.fullmatch(body.strip()) is not None)
 
 
 class RepeatRequest(Spec):
@@ -226,8 +230,9 @@ class RepeatRequest(Spec):
 
 
 class LetterFrequency(Spec):
-    """The letter occurs ``relation`` ``n`` times, ignoring case (casefolded; accented
-    letters are different letters: "é" is not "e"). Degree as for ``keyword_frequency``."""
+    """The letter occurs ``relation`` ``n`` times, ignoring case (lowercased, so "ß" is one
+    letter and no "s"; accented letters are different letters: "é" is not "e"). Degree as for
+    ``keyword_frequency``."""
 
     kind: Literal["letter_frequency"] = "letter_frequency"
     letter: Annotated[str, Field(min_length=1, max_length=1)]
@@ -249,11 +254,11 @@ class LetterFrequency(Spec):
         return {"letter": self.letter, "n": str(self.n)}
 
     def forbids(self, fragment: str) -> bool:
-        count = fragment.casefold().count(self.letter.casefold())
+        count = fragment.lower().count(self.letter.lower())
         return self.relation == "at_most" and count > self.n
 
     def check(self, doc: Doc) -> Check:
-        count = doc.folded.count(self.letter.casefold())
+        count = doc.lowered.count(self.letter.lower())
         return relation_check(count, self.relation, self.n)
 
 

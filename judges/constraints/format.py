@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from judges.constraints.checkers import (
+    NOT_JSON,
     WORD_CHAR_RE,
     Check,
     Count,
@@ -69,9 +70,9 @@ class WordCount(_Bounds):
 
 
 class SentenceCount(_Bounds):
-    """Number of sentences within [min, max]. A sentence ends at . ! ? or … (closing quotes
-    allowed) followed by whitespace or the end, at a CJK full stop, or at a blank line;
-    pieces without a letter or digit are not sentences. Abbreviations split (kept literal)."""
+    """Number of sentences within [min, max]: NLTK Punkt's English sentences (as IFEval counts
+    them: "Dr.", "p.m." and list markers such as "1." end no sentence), after cutting at
+    blank lines and CJK full stops; pieces without a letter or digit are not sentences."""
 
     kind: Literal["sentence_count"] = "sentence_count"
 
@@ -113,7 +114,8 @@ class ParagraphCount(Spec):
     """Exactly ``n`` paragraphs. ``separator="blank_line"``: paragraphs are runs of non-blank
     lines separated by one or more blank lines; chunks without letters or digits (such as a
     lone "***") are ignored. ``separator="marker"``: the text is cut at lines consisting of
-    "***" and every piece, including the first and the last, must hold text."""
+    "***" standing alone (on its own line or between spaces inside a line, as IFEval allows)
+    and every piece, including the first and the last, must hold text."""
 
     kind: Literal["paragraph_count"] = "paragraph_count"
     n: Annotated[int, Field(ge=1, le=100)]
@@ -175,10 +177,11 @@ class WrappedInQuotes(Spec):
 
 
 class JsonFormat(Spec):
-    """The whole response is one JSON object or array (a bare string or number does not
-    count), optionally inside a single code fence such as ```json ... ``` with nothing
-    outside it. With ``keys``, the value must be an object holding each key (exact match).
-    Degree: 0 when it does not parse, else the share of keys present."""
+    """The whole response is one JSON value (object, array, string, number, true, false or
+    null, so "42" and "null" count), optionally inside a single code fence such as
+    ```json ... ``` with nothing outside it. With ``keys``, the value must be an object
+    holding each key (exact match). Degree: 0 when it does not parse, else the share of keys
+    present."""
 
     kind: Literal["json_format"] = "json_format"
     keys: Annotated[list[Phrase], Field(max_length=20)] = []
@@ -195,7 +198,7 @@ class JsonFormat(Spec):
 
     def check(self, doc: Doc) -> Check:
         value = doc.json_value
-        if value is None:
+        if value is NOT_JSON:
             return Check(False, 0.0)
         if not self.keys:
             return Check(True, 1.0)
@@ -216,12 +219,13 @@ class Title(Spec):
 
 
 class Postscript(Spec):
-    """A line that starts (after spaces) with ``marker`` ("P.S." or "P.P.S.", case ignored),
-    followed by some text on that line, after a body that holds text. "P.P.S." lines do
-    not count as "P.S." lines; decorated markers such as "**P.S.**" do not count."""
+    """A line that starts (after spaces) with ``marker``, followed by some text on that line,
+    after a body that holds text. Case is ignored, the marker's final dot is optional
+    ("P.P.S" is "P.P.S."), emphasis around it and a colon after it are allowed ("**P.S.**",
+    "P.P.S:"). "P.P.S." lines do not count as "P.S." lines."""
 
     kind: Literal["postscript"] = "postscript"
-    marker: Literal["P.S.", "P.P.S."] = "P.S."
+    marker: Literal["P.S.", "P.P.S.", "P.P.S"] = "P.S."
 
     def fields(self) -> dict[str, str]:
         return {"marker": self.marker}
@@ -230,13 +234,20 @@ class Postscript(Spec):
         return [self.marker]
 
     def check(self, doc: Doc) -> Check:
+        pattern = _postscript_pattern(self.marker.rstrip("."))
         for line_start, line in _lines_with_offsets(doc.text):
-            body = line.lstrip(" \t")
-            if body[: len(self.marker)].casefold() == self.marker.casefold():
-                rest = body[len(self.marker) :]
-                if rest.strip() and WORD_CHAR_RE.search(doc.text[:line_start]):
-                    return Check(True)
+            if pattern.match(line) and WORD_CHAR_RE.search(doc.text[:line_start]):
+                return Check(True)
         return Check(False)
+
+
+@cache
+def _postscript_pattern(marker: str) -> re.Pattern[str]:
+    """The marker at the line start (final dot optional, not run on into a word or another
+    dot), emphasis marks around it, then a letter or digit later on the line."""
+    return re.compile(
+        rf"[ \t]*[*_]{{0,3}}{re.escape(marker)}(?:\.(?!\w)|(?![.\w]))(?=.*[^\W_])", re.I
+    )
 
 
 def _lines_with_offsets(text: str) -> Iterable[tuple[int, str]]:
