@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from ifeval_reference import load_reference, reference_lists
 
 from align.cli import main
+from align.report import plots
 from judges.constraints.ifeval.evaluate import (
     bundled_prompts_path,
     follow_lists,
@@ -350,3 +351,24 @@ def test_generate_constrained_writes_ifeval_form_that_label_reads(tmp_path):
     result = CliRunner().invoke(main, ["label", "--input", str(pairs), "-o",
                                        str(tmp_path / "l.jsonl"), "--judge", "verify"])
     assert result.exit_code == 0, result.output
+
+
+def test_report_shows_ifeval_numbers_and_per_instruction_table(tmp_path, monkeypatch):
+    rows = bundled_rows()[:20]
+    prompts = write_jsonl(tmp_path / "p.jsonl", rows)
+    responses = write_jsonl(tmp_path / "r.jsonl", [{"prompt": r["prompt"],
+                                                    "response": r["prompt"]} for r in rows])
+    result = run_ifeval("--prompts", str(prompts), "--responses", str(responses), "--json")
+    assert result.exit_code == 0, result.output
+    scores = tmp_path / "eval_ifeval.json"
+    scores.write_text(result.output)
+    monkeypatch.chdir(tmp_path)
+    page = tmp_path / "report.html"
+    report = CliRunner().invoke(main, ["report", "--eval", str(scores), "-o", str(page)])
+    assert report.exit_code == 0, report.output
+    html = page.read_text()
+    summary = json.loads(result.output)
+    assert "prompt_level_strict_acc" in html and "inst_level_loose_acc" in html
+    assert "IFEval per instruction" in html and "combination:repeat_prompt" in html
+    shown = plots.fmt(summary["prompt_level_strict_acc"])
+    assert f'prompt_level_strict_acc</td><td class="num">{shown}<' in html

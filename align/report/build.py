@@ -39,6 +39,7 @@ from align.report.data import (
     instruction_sources,
     judge_of,
     load_runs,
+    per_instruction_table,
     run_models,
     run_name,
     text_stats,
@@ -339,7 +340,8 @@ def training_section(runs_dirs: Sequence[Path]) -> Section:
 
 
 def eval_section(runs_dirs: Sequence[Path], eval_files: Sequence[Path]) -> Section:
-    """Win / satisfaction rates (and reward-model accuracy) with their intervals."""
+    """Win / satisfaction rates (and reward-model accuracy, IFEval's accuracies) with their
+    intervals, then each IFEval result's per-instruction table."""
     results = [r for p in eval_files for r in eval_results(p, strict=True)]
     results += [r for p in find_files(runs_dirs, EVAL_PATTERNS) if p not in eval_files
                 for r in eval_results(p, strict=False)]
@@ -350,9 +352,16 @@ def eval_section(runs_dirs: Sequence[Path], eval_files: Sequence[Path]) -> Secti
              for name, r in zip(names, results, strict=True)]
     rows = [(name, r["metric"], r["value"], r["low"], r["high"], r["n"], r["interval"])
             for name, r in zip(names, results, strict=True)]
-    return Section("eval", "Evaluation", figure(plots.interval_chart(
-        items, title="Rates with 95% intervals"), "Evaluation rates") + table(
-        ("file", "metric", "value", "low", "high", "n", "interval"), rows))
+    body = figure(plots.interval_chart(items, title="Rates with 95% intervals"),
+                  "Evaluation rates") + table(
+        ("file", "metric", "value", "low", "high", "n", "interval"), rows)
+    for path in dict.fromkeys(r["file"] for r in results):
+        per_id = per_instruction_table(path)
+        if per_id:
+            body += f"<h3>IFEval per instruction: {esc(file_name(path, runs_dirs))}</h3>" + table(
+                ("instruction id", "n", "strict", "loose"),
+                [(key, row["n"], row["strict"], row["loose"]) for key, row in per_id.items()])
+    return Section("eval", "Evaluation", body)
 
 
 # --- the page -----------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ columns (streamed a few columns at a time, so the request ledger's bodies are ne
 the ``runs`` table with arguments and summaries decoded, instruction texts per source with
 their length and verb-noun diversity figures, judge labels from the database or ``--labels``
 files, loss/reward/KL curves from ``metrics.jsonl`` logs (a run killed mid-write leaves a cut
-last line, which is counted, not fatal) and rates with their intervals from eval JSON files.
-``check_inputs`` rejects a missing input before any work. Dataset cards
-(``align.report.card``) read runs and tables through the same functions.
+last line, which is counted, not fatal) and rates with their intervals from eval JSON files
+(and the per-instruction table of an IFEval result). ``check_inputs`` rejects a missing input
+before any work. Dataset cards (``align.report.card``) read runs and tables through the same
+functions.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from datagen.store.tables import (
 )
 from judges.report import LABEL_FIELDS, PREFERRED
 
-EVAL_PATTERNS = ("eval*.json", "*winrate*.json", "*win_rate*.json", "*satisfaction*.json")
-RATE_KEY = re.compile(r"(win_rate|satisfaction_rate|satisfaction|accuracy|_rate)$")
-COUNT_KEYS = ("n", "count", "total", "pairs", "prompts", "num_examples")
+EVAL_PATTERNS = ("eval*.json", "*winrate*.json", "*win_rate*.json", "*satisfaction*.json",
+                 "*ifeval*.json")
+RATE_KEY = re.compile(r"(win_rate|satisfaction_rate|satisfaction|accuracy|_rate|_acc)$")
+COUNT_KEYS = ("n", "count", "total", "pairs", "prompts", "num_examples", "n_prompts")
 X_KEYS = ("step", "update", "global_step")
 CURVE_GROUPS = (
     ("loss", "Loss", re.compile(r"loss")),
@@ -321,6 +323,21 @@ def eval_results(path: Path, strict: bool) -> list[dict[str, Any]]:
         raise UserInputError(f"{path}: no win_rate, satisfaction_rate, accuracy or *_rate "
                              "value between 0 and 1 at the top level")
     return found
+
+
+def per_instruction_table(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The per-instruction accuracy of an `rlaif eval ifeval --json` result (id -> n, strict,
+    loose), or None when the file holds none."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    table = data.get("per_instruction") if isinstance(data, dict) else None
+    if not isinstance(table, dict) or not all(
+            isinstance(row, dict) and {"n", "strict", "loose"} <= set(row) for row in
+            table.values()):
+        return None
+    return table
 
 
 def _interval(data: dict, key: str) -> tuple[float | None, float | None, str]:
