@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from datagen import store
+from datagen.cli_checks import output_option
 from datagen.connect import executor_options
 from datagen.constitutional.loop import load_samples, record_judge_verdicts
 from datagen.endpoint.client import Stats
@@ -42,8 +43,7 @@ def _summary(labels: list[dict[str, Any]], stats: Stats) -> str:
 @click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
               help="Pairs JSONL: prompt, response_a, response_b, optional id, human, "
                    "constraints. Default: the pairs stored in --db.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="Labels JSONL: each input line plus preferred, p_a, consistent, verdicts.")
+@output_option("Labels JSONL: each input line plus preferred, p_a, consistent, verdicts.")
 @click.option("--on-bad-row", default="fail", show_default=True,
               type=click.Choice(["fail", "skip"]),
               help="fail: stop before any request; skip: leave bad lines out and say so.")
@@ -57,8 +57,6 @@ def label(input_path: Path | None, output: Path, on_bad_row: str, **kwargs: Any)
     retry them); 2 on bad input, before any request.
     """
     specs, rubrics, settings, options, db = judge_setup(kwargs)
-    if output.is_dir():
-        raise UserInputError(f"{output}: is a directory")
     rows, bad = _read_input(input_path, db, on_bad_row == "skip", "verify" in specs)
     for message in bad:
         click.echo(f"label: skipped {message}", err=True)
@@ -100,8 +98,7 @@ def judge_report(labels_file: Path, as_json: bool, reference: str | None) -> Non
 
 @click.command("judge-audit")
 @click.option("--json", "as_json", is_flag=True, help="Print the measures as one JSON object.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Also write the audit labels JSONL here.")
+@output_option("Also write the audit labels JSONL here.", required=False)
 @judge_options()
 def judge_audit(as_json: bool, output: Path | None, **kwargs: Any) -> None:
     """Run the judge over the built-in audit set: accuracy on pairs with a known better answer,

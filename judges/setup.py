@@ -19,6 +19,7 @@ import click
 import yaml
 
 from datagen import store
+from datagen.cli_checks import db_option, model_dir_problem
 from datagen.connect import (
     client_config,
     client_options,
@@ -75,9 +76,7 @@ def judge_options(*, protocol: bool = True) -> Callable[[Callable[..., Any]], Ca
     if protocol:
         options += [
             click.option("--seed", default=0, show_default=True, help="Seed of --orders random."),
-            click.option("--db", default="rlaif.db", show_default=True,
-                         type=click.Path(path_type=Path),
-                         help="Project database (request ledger)."),
+            db_option("Project database (request ledger)."),
         ]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -95,6 +94,9 @@ def parse_judges(specs: tuple[str, ...]) -> list[str]:
                 spec.startswith("rm:") and len(spec) > 3):
             raise UserInputError(
                 f"--judge: unknown judge {spec!r} (use pairwise, score, verify or rm:PATH)")
+        problem = spec.startswith("rm:") and model_dir_problem(Path(spec[3:]).expanduser())
+        if problem:
+            raise UserInputError(f"--judge {spec}: {problem}")
         if spec not in out:
             out.append(spec)
     return out

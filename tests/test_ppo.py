@@ -395,7 +395,7 @@ def test_cli_rejects_bad_inputs_by_file_and_key(toy, tmp_path):
         (["--prompts", str(good), *base, "--config", str(unknown)],
          f"{unknown}: unknown PPO setting 'kl_coeff'"),
         (["--prompts", str(good), "--policy", str(tmp_path), "--reward-model",
-          str(toy["reward"])], "--policy: not a model directory"),
+          str(toy["reward"])], "not a model directory (no config.json)"),
         (["--prompts", str(tmp_path / "missing.jsonl"), *base], "no such file"),
     ]
     for args, message in cases:

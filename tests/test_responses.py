@@ -121,3 +121,30 @@ def test_label_reads_pairs_from_the_database(tmp_path, fake_llm):
     labels = read_jsonl(out)
     assert [r["prompt_id"] for r in labels] == ["q1", "q2"]
     assert all(r["preferred"] == "tie" for r in labels)
+
+
+def seeded_replies(fake) -> None:
+    """A deterministic endpoint that honours `seed`: the same body always gets the same text."""
+    fake.responder = lambda path, body: {"text": f"answer for seed {body.get('seed')}"}
+
+
+def test_each_sample_carries_its_own_recorded_seed_so_pairs_differ(tmp_path, fake_llm):
+    # issue 17: n byte-identical bodies made every pair a tie on a deterministic endpoint
+    seeded_replies(fake_llm)
+    result = generate(tmp_path, fake_llm, "--model", "m", "--n", "3", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    seeds = [b["seed"] for b in fake_llm.bodies()]
+    assert len(seeds) == 6 and len(set(seeds)) == 3  # three per prompt, the same per sample
+    db = store.open_db(tmp_path / "r.db")  # recorded: each response names its ledger request
+    keys = [r["request_key"] for r in store.load_rows(db, "responses", prompt_id="q1")]
+    recorded = [json.loads(row["body"])["seed"] for row in store.ledger_lookup(db, keys).values()]
+    assert sorted(recorded) == sorted(set(seeds))
+    assert all(p["response_a"] != p["response_b"] for p in export(tmp_path))
+    other = generate(tmp_path, fake_llm, "--model", "m", "--n", "3", "--seed", "8")
+    assert other.exit_code == 0 and not set(b["seed"] for b in fake_llm.bodies()[6:]) & set(seeds)
+
+
+def test_temperature_zero_with_several_samples_is_refused(tmp_path, fake_llm):
+    result = generate(tmp_path, fake_llm, "--model", "m", "--temperature", "0")
+    assert result.exit_code == 2 and "--temperature 0 with --n 2" in result.output
+    assert "Traceback" not in result.output and fake_llm.requests == []

@@ -33,6 +33,7 @@ def declared_types(db: sqlite3.Connection, table: str) -> dict[str, str]:
 def test_public_surface_is_pinned():
     assert sorted(datagen.store.__all__) == sorted([
         "LEDGER_COLUMNS", "DBThread", "Database", "count_rows", "database_file",
+        "database_problem",
         "declared_table", "finish_run", "get_run", "hosted_add_job", "hosted_ingest",
         "hosted_job_requests", "hosted_jobs", "hosted_open_jobs", "hosted_update_job",
         "ledger_add_pending", "ledger_finish",

@@ -196,7 +196,7 @@ def test_missing_model_directory_exits_2(tmp_path):
     result = CliRunner().invoke(main, [
         "eval", "winrate", "--policy", str(tmp_path / "nope"), "--reference", "default",
         "--prompts", str(path), "--db", str(tmp_path / "r.db")])
-    assert result.exit_code == 2 and "no such directory" in result.output
+    assert result.exit_code == 2 and "not a model directory" in result.output
 
 
 @pytest.mark.slow

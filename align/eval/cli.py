@@ -33,6 +33,7 @@ from align.eval.winrate import (
     write_result,
 )
 from datagen import store
+from datagen.cli_checks import ModelDir, db_option, output_option
 from datagen.connect import client_config, client_options, dump_options
 from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import UserInputError
@@ -62,11 +63,11 @@ def answer_both(sources: list[Source], prompts: list[PromptItem], sampling: Samp
 
 
 @click.command("winrate")
-@click.option("--policy", required=True,
+@click.option("--policy", required=True, type=ModelDir(allow_url=True),
               help="The policy: a local model directory, 'default' (the embedded model) or an "
                    "OpenAI-compatible base URL (with --policy-model).")
 @click.option("--policy-model", default=None, help="Model name at a URL --policy.")
-@click.option("--reference", required=True,
+@click.option("--reference", required=True, type=ModelDir(allow_url=True),
               help="The reference, as --policy (e.g. the model the policy was trained from).")
 @click.option("--reference-model", default=None, help="Model name at a URL --reference.")
 @click.option("--prompts", "prompts_path", required=True, type=click.Path(path_type=Path),
@@ -80,11 +81,9 @@ def answer_both(sources: list[Source], prompts: list[PromptItem], sampling: Samp
               help="Sampling temperature of both models.")
 @click.option("--seed", default=0, show_default=True,
               help="Sampling seed sent with every request; also seeds the bootstrap.")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database (request ledger, run record).")
-@click.option("-o", "--output", default=None, type=click.Path(path_type=Path),
-              help="Write the result JSON here and the labelled pairs to RESULT.pairs.jsonl "
-                   "(readable by `rlaif judge-report`).")
+@db_option("Project database (request ledger, run record).")
+@output_option("Write the result JSON here and the labelled pairs to RESULT.pairs.jsonl "
+               "(readable by `rlaif judge-report`).", required=False)
 @judge_options(protocol=False)
 def eval_winrate(policy: str, policy_model: str | None, reference: str,
                  reference_model: str | None, prompts_path: Path, n_prompts: int | None,
@@ -100,8 +99,6 @@ def eval_winrate(policy: str, policy_model: str | None, reference: str,
     specs, rubrics, settings, options, _ = judge_setup(kwargs, orders="both", seed=seed)
     sources = [parse_source("policy", policy, policy_model),
                parse_source("reference", reference, reference_model)]
-    if output is not None and output.is_dir():
-        raise UserInputError(f"{output}: is a directory")
     prompts = read_prompts(prompts_path)[:n_prompts]
     if "verify" in specs:
         check_constraints(prompts, prompts_path)
@@ -143,7 +140,8 @@ def eval_winrate(policy: str, policy_model: str | None, reference: str,
 
 
 @click.command("rm")
-@click.option("--model", required=True, help="Reward model directory (from `rlaif train rm`).")
+@click.option("--model", required=True, type=ModelDir(allow_default=False),
+              help="Reward model directory (from `rlaif train rm`).")
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="Preference export: JSONL, or a dataset directory (its 'test' split).")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
@@ -164,7 +162,7 @@ def eval_rm(model: str, data: str, batch_size: int, as_json: bool) -> None:
 @click.option("--prompts", required=True, type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path),
               help="Held-out constrained prompts JSONL (from `rlaif generate constrained -o`).")
-@click.option("--model", "models", multiple=True, required=True,
+@click.option("--model", "models", multiple=True, required=True, type=ModelDir(),
               help="A policy: 'default' (the embedded model) or a model directory. Repeat; "
                    "the first is the baseline.")
 @click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0, 2),
@@ -176,10 +174,9 @@ def eval_rm(model: str, data: str, batch_size: int, as_json: bool) -> None:
 @click.option("--seed", default=0, show_default=True, help="Sampling and bootstrap seed.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1),
               help="Answers requested at once (the server batches them).")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database (request ledger: a rerun samples nothing again).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the report (with per-answer results) as JSON here.")
+@db_option("Project database (request ledger: a rerun samples nothing again).")
+@output_option("Also write the report (with per-answer results) as JSON here.",
+               required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
                      max_tokens: int, samples: int, seed: int, batch_size: int, db: Path,
@@ -194,7 +191,6 @@ def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
                              temperature=temperature, max_new_tokens=max_tokens,
                              samples=samples, seed=seed, batch_size=batch_size)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(output) as fh:
             json.dump(report, fh, indent=1)
     if as_json:

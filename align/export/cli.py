@@ -13,15 +13,15 @@ from typing import Any
 import click
 
 from align.export import datasets as ds
+from datagen.cli_checks import db_option, output_option
 
 
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by the three exports: output path, DB, train/test split."""
     options = [
-        click.option("-o", "--output", "out", required=True, type=click.Path(),
-                     help="X.jsonl (test split goes to X.test.jsonl) or a dataset directory."),
-        click.option("--db", type=click.Path(dir_okay=False),
-                     help="Project database (for DB sources)."),
+        output_option("X.jsonl (test split goes to X.test.jsonl) or a dataset directory.",
+                      name="out", dir_okay=True, path_type=str),
+        db_option("Project database (for DB sources)."),
         click.option("--test-size", type=float, default=None,
                      help="Fraction of distinct prompts held out as a test split."),
         click.option("--seed", type=int, default=0, show_default=True, help="Split seed."),

@@ -21,6 +21,7 @@ import yaml
 from align.eval.heldout import format_eval
 from align.pipeline.file import Plan, load_plan
 from align.pipeline.run import describe_plan, last_output, run_plan
+from datagen.cli_checks import output_option
 from datagen.errors import UserInputError
 
 DEMO_FILE = "demo.yaml"
@@ -75,8 +76,8 @@ def execute(plan: Plan, from_stage: str | None, dry_run: bool) -> int:
               help="Rerun from this stage on (its number, name: or command); finished stages "
                    "before it are skipped.")
 @click.option("--dry-run", is_flag=True, help="Check the file, print the stages, run nothing.")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder instead of the file's output: (default ./<file stem>).")
+@output_option("Output folder instead of the file's output: (default ./<file stem>).",
+               required=False, directory=True)
 @click.option("--profile", default=None, help="Apply the vars of this profile of the file.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="Set a variable of the file (repeatable).")
@@ -99,8 +100,8 @@ def demo_path() -> Path:
 
 
 @click.command("demo")
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("rlaif-demo"), show_default=True, help="Folder for everything.")
+@output_option("Folder for everything.", required=False, directory=True,
+               default=Path("rlaif-demo"), show_default=True)
 @click.option("--quick", is_flag=True,
               help="Tiny sizes and step counts (checks that everything runs; the numbers mean "
                    "nothing).")

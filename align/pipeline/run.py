@@ -121,6 +121,8 @@ def run_stage(db: Any, plan: Plan, stage: Stage) -> int:
     began = time.time()
     command = stage.command
     save_record(db, plan, stage, status="running", started_at=began)
+    for output in stage.outputs:  # the pipeline owns its folder tree (datagen.cli_checks)
+        output.parent.mkdir(parents=True, exist_ok=True)
     with log_path(plan, stage).open("ab") as log:
         log.write(f"\n$ {shlex.join(command)}\n".encode())
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -147,6 +147,22 @@ class StageBuilder:
         stand_in.touch()
         return str(stand_in)
 
+    def stand_in_output(self, path: Path) -> Path:
+        """A path named like ``path`` in an existing folder, for click's output checks."""
+        assert self.tmp is not None
+        folder = self.tmp / "outputs" / str(len(self.produced))
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / path.name
+
+    def stand_in_model(self) -> str:
+        """A folder that passes the model-directory check, for a model an earlier stage
+        trains."""
+        assert self.tmp is not None
+        folder = self.tmp / "model"
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").touch()
+        return str(folder)
+
 
 def export_test_split(path: Path) -> Path:
     """The test split an export writes next to ``X.jsonl``: ``X.test.jsonl``."""
@@ -169,7 +185,9 @@ class StagePaths:
         db = find_param(tokens.command, "db")
         if db is not None and "db" not in tokens.keys and (db.required or has_default(db)):
             tokens.claim(db, ("db",))
-            tokens.push(["--db", str(self.builder.db)])
+            db_path = self.builder.db
+            checked = db_path if db_path.parent.is_dir() else self.builder.stand_in_output(db_path)
+            tokens.push(["--db", str(db_path)], ["--db", str(checked)])
             self.outputs.append(self.builder.db)
         seed = find_param(tokens.command, "seed")
         if seed is not None and "seed" not in tokens.keys and self.builder.seed is not None:
@@ -202,10 +220,14 @@ class StagePaths:
         path = self.resolve(text)
         if role == "output":
             self.outputs.append(path)
-            return str(path), str(path)
+            # run_stage creates the output's folder; until then click checks a stand-in
+            checked = path if path.parent.is_dir() else self.builder.stand_in_output(path)
+            return str(path), str(checked)
         self.require(path, keys, "model directory" if role == "model" else "file")
-        if path.exists() or role == "model":
+        if path.exists():
             return str(path), str(path)
+        if role == "model":
+            return str(path), self.builder.stand_in_model()
         return str(path), self.builder.stand_in(param)
 
     def resolve(self, text: str) -> Path:

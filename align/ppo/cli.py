@@ -16,6 +16,7 @@ from typing import Any
 import click
 import yaml
 
+from datagen.cli_checks import ModelDir, output_option
 from datagen.errors import UserInputError
 from datagen.jsonl import read_objects
 
@@ -172,12 +173,12 @@ def plot_curves(metrics: list[dict[str, float]], png_path: Path) -> None:
 @click.command("ppo")
 @click.option("--prompts", "prompts_path", required=True, type=click.Path(),
               help="JSONL with a 'prompt' per line (text or chat messages) or a dataset dir.")
-@click.option("--policy", required=True,
+@click.option("--policy", required=True, type=ModelDir(),
               help="Policy model directory, or 'default' for the embedded SmolLM2 model.")
-@click.option("--reward-model", required=True,
+@click.option("--reward-model", required=True, type=ModelDir(),
               help="Sequence-classification reward model directory (same tokenizer).")
-@click.option("--output", required=True, type=click.Path(),
-              help="Directory for the trained policy, metrics.jsonl and ppo_config.yaml.")
+@output_option("Directory for the trained policy, metrics.jsonl and ppo_config.yaml.",
+               directory=True, path_type=str)
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
               help="YAML file of PPOConfig fields; options given here override it.")
 @click.option("--total-episodes", type=click.IntRange(1), default=None,

@@ -17,16 +17,13 @@ from align.report.card import card_path, cards_section, dataset_card
 from align.report.data import ReportInputs, check_inputs
 from align.report.html import write_atomic
 from datagen import store
+from datagen.cli_checks import db_option, output_option
 from datagen.errors import UserInputError
-
-DEFAULT_DB = "rlaif.db"
 
 
 @click.command("report")
-@click.option("--db", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_DB,
-              show_default=True, help="Project database (left out when the default is absent).")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="The HTML page to write.")
+@db_option("Project database (left out when the default is absent).")
+@output_option("The HTML page to write.")
 @click.option("--runs-dir", "runs_dirs", multiple=True, type=click.Path(path_type=Path),
               help="Folder searched for training metrics.jsonl and eval*.json files "
                    "(repeatable).")
@@ -54,9 +51,6 @@ def report(ctx: click.Context, db: Path, output: Path, runs_dirs: tuple[Path, ..
     inputs = ReportInputs(db=None if defaulted and not db.is_file() else db,
                           runs_dirs=list(runs_dirs), labels=list(labels), evals=list(evals),
                           title=title)
-    if output.is_dir() or not output.absolute().parent.is_dir():
-        raise UserInputError(f"{output}: not a writable file path (a directory, or no such "
-                             "parent folder)")
     cards_dir = cards_dir or output.absolute().parent
     if datasets and not cards_dir.is_dir():
         raise UserInputError(f"{cards_dir}: no such directory (--cards-dir)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from datagen import store
+from datagen.cli_checks import db_option, output_option
 from datagen.errors import UserInputError
 from datagen.responses.sample import write_jsonl
 
@@ -50,8 +51,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 @click.command("service")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database: jobs, request ledger, label queue.")
+@db_option("Project database: jobs, request ledger, label queue.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Beyond loopback an API key is required.")
 @click.option("--port", default=8470, show_default=True, type=click.IntRange(0, 65535),
@@ -99,8 +99,7 @@ def service(db: Path, host: str, port: int, api_key_env: str | None, workers: in
 
 
 @click.command("label-queue")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database holding the label queue.")
+@db_option("Project database holding the label queue.")
 @click.option("--pairs", "pairs_path", type=click.Path(path_type=Path), default=None,
               help="Pairs JSONL: prompt, response_a, response_b (or responses: [K texts] to "
                    "rank), optional id.")
@@ -164,10 +163,8 @@ def label_queue(db: Path, pairs_path: Path | None, labels_path: Path | None,
 
 
 @click.command("label-export")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database holding the label queue.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="Labels JSONL: each pair with `human` (consensus) and its votes.")
+@db_option("Project database holding the label queue.")
+@output_option("Labels JSONL: each pair with `human` (consensus) and its votes.")
 @click.option("--complete-only", is_flag=True,
               help="Only pairs whose votes are all in.")
 def label_export(db: Path, output: Path, complete_only: bool) -> None:

@@ -13,16 +13,18 @@ from typing import Any
 
 import click
 
+from datagen.cli_checks import ModelDir, output_option
+
 
 def train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by the three training commands."""
     options = [
         click.option("--data", required=True, type=click.Path(exists=True),
                      help="Export (JSONL or dataset directory; its 'train' split)."),
-        click.option("--model", default="default", show_default=True,
+        click.option("--model", default="default", show_default=True, type=ModelDir(),
                      help="'default' (the embedded model) or a local model directory."),
-        click.option("--output", required=True, type=click.Path(file_okay=False),
-                     help="Directory for the model, tokenizer, metrics.jsonl (and curves.png)."),
+        output_option("Directory for the model, tokenizer, metrics.jsonl (and curves.png).",
+                      directory=True, path_type=str),
         click.option("--max-steps", type=int, default=None, help="max_steps"),
         click.option("--epochs", type=float, default=None, help="num_train_epochs"),
         click.option("--lr", type=float, default=None, help="learning_rate"),

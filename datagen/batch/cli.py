@@ -19,6 +19,7 @@ from datagen.batch.file import (
     write_output,
 )
 from datagen.batch.rules import hosted_problems
+from datagen.cli_checks import OutputPath, db_option, output_option
 from datagen.connect import (
     client_config,
     client_options,
@@ -36,13 +37,11 @@ from datagen.jsonl import read_utf8
 @click.command()
 @click.argument("input_file", metavar="INPUT.jsonl", required=False,
                 type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Where to write the Batch API output JSONL.")
-@click.option("--errors", type=click.Path(path_type=Path),
+@output_option("Where to write the Batch API output JSONL.", required=False)
+@click.option("--errors", type=OutputPath(),
               help="Write lines that did not succeed here (as the hosted API's error file); "
                    "default: every line goes to --output.")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database holding the request ledger and hosted batches.")
+@db_option("Project database holding the request ledger and hosted batches.")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
 @click.option("--check-hosted", is_flag=True,

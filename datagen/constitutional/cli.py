@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from datagen import store
+from datagen.cli_checks import db_option, output_option
 from datagen.connect import (
     client_config,
     client_options,
@@ -31,7 +32,6 @@ from datagen.constitutional.loop import (
     write_jsonl,
 )
 from datagen.endpoint.client import LLMClient, run_async
-from datagen.errors import UserInputError
 
 
 @click.command()
@@ -51,10 +51,8 @@ from datagen.errors import UserInputError
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0, 2))
 @click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(1),
               help="Most tokens per answer, critique or revision.")
-@click.option("--db", required=True, type=click.Path(path_type=Path),
-              help="Project database (request ledger and the cai_samples table).")
-@click.option("-o", "--output", default=None, type=click.Path(path_type=Path),
-              help="Also write every sample as JSONL here.")
+@db_option("Project database (request ledger and the cai_samples table).")
+@output_option("Also write every sample as JSONL here.", required=False)
 @hosted_options
 @client_options
 def generate_constitutional(
@@ -73,9 +71,6 @@ def generate_constitutional(
     options = pop_client_options(kwargs)
     constitution = load_constitution(constitution_file or DEFAULT_CONSTITUTION)
     prompts = load_prompts(prompts_file or DEFAULT_PROMPTS, limit=limit)
-    if output is not None and (output.is_dir() or not output.absolute().parent.is_dir()):
-        raise UserInputError(f"{output}: not a writable file path (a directory, or no such "
-                             "parent folder)")
     settings = {"rounds": rounds, "seed": seed, "temperature": temperature,
                 "max_tokens": max_tokens}
     with endpoint_url(options.get("base_url"), options.get("model")) as (url, model):

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from datagen import store
+from datagen.cli_checks import DatabasePath, output_option
 from datagen.connect import client_config, client_options, endpoint_url, pop_client_options
 from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import UserInputError
@@ -88,10 +89,12 @@ def task_inputs(inputs: tuple[Path, ...], template_files: tuple[Path, ...],
 @click.option("--on-bad-row", default="fail", show_default=True,
               type=click.Choice(["fail", "skip"]),
               help="fail: exit 2 and write nothing; skip: leave bad rows out and count them.")
-@click.option("-o", "--output", "out", default="-", show_default=True,
-              help="Output JSONL (with --paraphrase-templates: the new template file).")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
-              help="Project database: save rows to flan_examples and record the run.")
+@output_option("Output JSONL (with --paraphrase-templates: the new template file).",
+               name="out", required=False, default="-", show_default=True, allow_dash=True,
+               path_type=str)
+@click.option("--db", type=DatabasePath(),
+              help="Project database: save rows to flan_examples and record the run "
+                   "(default: none, the rows go only to -o).")
 @click.option("--paraphrase-templates", "paraphrase", type=click.IntRange(1), metavar="N",
               help="Instead of converting, ask the endpoint for N new phrasings of each "
                    "template and write them to -o for review.")

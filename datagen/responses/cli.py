@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from datagen import store
+from datagen.cli_checks import db_option, output_option
 from datagen.connect import (
     client_config,
     client_options,
@@ -43,9 +44,10 @@ from datagen.responses.sample import (
 @click.option("--pairs", "pair_mode", default="random", show_default=True,
               type=click.Choice(["random", "all"]),
               help="One random pair per prompt, or every pair of its responses.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the pair draw.")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database (ledger, responses and pairs tables).")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Run seed: sample j of each prompt is sent with a seed derived from it and j "
+                   "(kept in the ledger's request body); also seeds the pair draw.")
+@db_option("Project database (ledger, responses and pairs tables).")
 @hosted_options
 @client_options
 @executor_options
@@ -57,6 +59,10 @@ def generate_responses(prompts_path: Path, n: int, temperature: float, max_token
     (rerun to retry them; answered ones are not sent again), 2 on bad input.
     """
     options = pop_client_options(kwargs)
+    if temperature == 0:
+        raise UserInputError(f"--temperature 0 with --n {n}: greedy decoding gives {n} identical "
+                             "responses, so every pair would be a tie; use a temperature above 0 "
+                             "(default 1.0)")
     prompts = read_prompts(prompts_path)
     names = [m.strip() for m in (options.get("model") or "").split(",") if m.strip()]
     with endpoint_url(options.get("base_url"), names[0] if names else None) as (url, served):
@@ -71,7 +77,7 @@ def generate_responses(prompts_path: Path, n: int, temperature: float, max_token
         async def go():
             async with open_client(config, database, options) as client:
                 found = await sample_responses(client, prompts, models, n, temperature,
-                                               max_tokens)
+                                               max_tokens, seed)
                 return found, client.stats
 
         responses, stats = run_async(go())
@@ -90,10 +96,8 @@ def generate_responses(prompts_path: Path, n: int, temperature: float, max_token
 
 
 @click.command("pairs")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database holding the pairs table.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="Where to write the pairs JSONL (input of `rlaif label`).")
+@db_option("Project database holding the pairs table.")
+@output_option("Where to write the pairs JSONL (input of `rlaif label`).")
 def export_pairs(db: Path, output: Path) -> None:
     """Write the stored response pairs as JSONL: id, prompt, response_a, response_b, models,
     constraints."""

@@ -3,7 +3,11 @@
 A judge needs two answers to the same prompt. This stage samples ``n`` responses per prompt
 from one model or several (sample ``j`` goes to model ``j mod M``, so two models and ``n=2``
 give one answer from each), each sample its own ledger request (``sample_index``), so a rerun
-sends nothing that was answered and a larger ``n`` only asks for the new samples. Pairs are
+sends nothing that was answered and a larger ``n`` only asks for the new samples. Each sample's
+request carries its own ``seed``, derived from the run seed and the sample's number (recorded in
+the request body the ledger keeps, which ``request_key`` names), so the n samples differ on any
+endpoint that honours ``seed`` (even a deterministic one), and the same run seed asks for the
+same samples again. Pairs are
 then formed from the usable responses of a prompt: all pairs, or one random pair, with the
 A/B orientation drawn too; the draw is seeded by the seed and the prompt id, so it does not
 depend on the file order. Prompt lines may carry ``constraints`` (from
@@ -14,6 +18,7 @@ a ``constraints`` list, for ``rlaif label --judge verify``.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
@@ -116,28 +121,37 @@ def as_messages(prompt: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
+def sample_seed(run_seed: int, sample: int) -> int:
+    """The request seed of a prompt's sample number ``sample`` (0..n-1) in a run: distinct per
+    sample, the same in every rerun, within the 31-bit range every endpoint accepts."""
+    digest = hashlib.sha256(f"rlaif-sample:{run_seed}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 async def sample_responses(
     client: LLMClient, prompts: list[PromptItem], models: list[str | None], n: int,
-    temperature: float, max_tokens: int,
+    temperature: float, max_tokens: int, seed: int = 0,
 ) -> list[Response]:
-    """Sample n responses per prompt, round-robin over the models, all through the ledger."""
+    """Sample n responses per prompt, round-robin over the models, all through the ledger;
+    sample j of every prompt is sent with ``sample_seed(seed, j)``."""
     plan = []
     for item in prompts:
         for j in range(n):
             model, index = models[j % len(models)], j // len(models)
             body = {"model": model, "messages": as_messages(item.prompt),
-                    "temperature": temperature, "max_tokens": max_tokens}
+                    "temperature": temperature, "max_tokens": max_tokens,
+                    "seed": sample_seed(seed, j)}
             body = {k: v for k, v in body.items() if v is not None}
             plan.append((item, model, index, body, request_key(CHAT_PATH, body, index)))
     answers = await client.call_many(
         [Request(CHAT_PATH, body, index) for _, _, index, body, _ in plan])
     return [
         Response(
-            id=content_id(item.id, model, index, temperature, max_tokens), prompt_id=item.id,
-            model=model, sample_index=index, temperature=temperature, max_tokens=max_tokens,
-            text=answer.text, finish_reason=answer.finish_reason, status=answer.status,
-            error=answer.error, request_key=key)
-        for (item, model, index, _, key), answer in zip(plan, answers, strict=True)
+            id=content_id(item.id, model, index, temperature, max_tokens, body["seed"]),
+            prompt_id=item.id, model=model, sample_index=index, temperature=temperature,
+            max_tokens=max_tokens, text=answer.text, finish_reason=answer.finish_reason,
+            status=answer.status, error=answer.error, request_key=key)
+        for (item, model, index, body, key), answer in zip(plan, answers, strict=True)
     ]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from datagen import store
+from datagen.cli_checks import db_option, output_option
 from datagen.connect import (
     client_config,
     client_options,
@@ -39,8 +40,7 @@ from datagen.self_instruct.rouge import NoveltyIndex
 
 
 @click.command("self-instruct")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database (ledger and generated rows).")
+@db_option("Project database (ledger and generated rows).")
 @click.option("--seed-tasks", default=str(DEFAULT_SEED_FILE), show_default="bundled set",
               type=click.Path(path_type=Path), help="Seed tasks JSONL.")
 @click.option("--num-instructions", default=100, show_default=True, type=click.IntRange(1),
@@ -110,8 +110,7 @@ def read_jsonl_texts(path: Path, field: str) -> Iterator[tuple[int, dict[str, An
 
 @click.command()
 @click.argument("input_file", metavar="INPUT.jsonl", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="Where to write the annotated JSONL.")
+@output_option("Where to write the annotated JSONL.")
 @click.option("--field", default="instruction", show_default=True,
               help="The text field to compare.")
 @click.option("--threshold", default=0.7, show_default=True, type=click.FloatRange(0, 1),
@@ -149,10 +148,8 @@ def dedup(input_file: Path, output: Path, field: str, threshold: float,
 
 
 @click.command("self-instruct")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="JSONL file to write.")
+@db_option("Project database.")
+@output_option("JSONL file to write.")
 @click.option("--run-id", default=None, help="Only this run (default: every run).")
 def export_self_instruct(db: Path, output: Path, run_id: str | None) -> None:
     """Write generated instances as instruction/input/output rows with chat messages."""

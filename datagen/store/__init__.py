@@ -12,6 +12,7 @@ from datagen.store.db import (
     Database,
     DBThread,
     database_file,
+    database_problem,
     migrate,
     open_db,
     table_columns,
@@ -37,7 +38,8 @@ from datagen.store.rows import count_rows, declared_table, load_columns, load_ro
 from datagen.store.runs import finish_run, get_run, start_run
 
 __all__ = [
-    "LEDGER_COLUMNS", "DBThread", "Database", "count_rows", "database_file", "declared_table",
+    "LEDGER_COLUMNS", "DBThread", "Database", "count_rows", "database_file", "database_problem",
+    "declared_table",
     "finish_run", "get_run", "hosted_add_job", "hosted_ingest", "hosted_job_requests",
     "hosted_jobs", "hosted_open_jobs", "hosted_update_job", "ledger_add_pending",
     "ledger_finish", "ledger_lookup",

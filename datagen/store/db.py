@@ -167,6 +167,53 @@ def table_columns(db: Database, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({quote(table)})")]
 
 
+# --- checking a database file before a command uses it ------------------------------------------
+
+def database_problem(path: Path, lock_wait_s: float) -> str | None:
+    """What stops a command from using the database file at ``path``, in a few words, or None.
+
+    Nothing is created or changed: a missing file is fine (commands create it), and so is an
+    empty one. Checked: a directory, not SQLite, unreadable, locked by another process for
+    longer than ``lock_wait_s`` seconds, or migrated by a newer rlaif (unknown migrations)."""
+    if not path.exists():
+        return None
+    if path.is_dir():
+        return "is a directory, not a database"
+    # Only SQLite opens the file: closing any other descriptor of it would drop the POSIX
+    # locks of this process's open connections (the service checks jobs' --db in-process).
+    try:
+        conn = sqlite3.connect(str(path), timeout=lock_wait_s)
+    except sqlite3.Error as exc:
+        return f"cannot open: {exc}"
+    try:
+        return _schema_problem(conn)
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return (f"locked by another process for over {lock_wait_s:g} s (let it finish, "
+                    "or stop it)")
+        return f"cannot use: {exc}"
+    except sqlite3.DatabaseError:
+        return "not an SQLite database (rlaif's project database is one SQLite file)"
+    finally:
+        conn.close()
+
+
+def _schema_problem(conn: sqlite3.Connection) -> str | None:
+    conn.execute("BEGIN IMMEDIATE")  # the write lock every command needs, taken and given back
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables.MIGRATIONS not in names:
+            return None
+        applied = {r[0] for r in conn.execute(f"SELECT name FROM {quote(tables.MIGRATIONS)}")}
+    finally:
+        conn.rollback()
+    unknown = sorted(applied - {migration.name for migration in MIGRATIONS})
+    if unknown:
+        return (f"made by a newer rlaif (unknown migrations: {', '.join(unknown)}); upgrade "
+                "rlaif to use it")
+    return None
+
+
 # --- one thread per connection -------------------------------------------------------------------
 
 

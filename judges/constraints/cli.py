@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from datagen import store
+from datagen.cli_checks import DatabasePath, output_option
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write
 from datagen.store.tables import CONSTRAINED_PROMPTS
@@ -46,7 +47,6 @@ def parse_range(value: str) -> tuple[int, int]:
 def write_jsonl(path: Path, rows: list[ConstrainedPrompt], form: str = "rlaif") -> None:
     """Write rows to ``path`` through a temporary file in the same folder, then rename;
     ``form="ifeval"`` writes IFEval's fields instead (``ifeval_row``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as out:
         for row in rows:
             line = row.model_dump_json() if form == "rlaif" else json.dumps(ifeval_row(row))
@@ -79,13 +79,7 @@ def write_jsonl(path: Path, rows: list[ConstrainedPrompt], form: str = "rlaif") 
 @click.option(
     "--limit", type=click.IntRange(min=1), default=None, help="Use only the first N prompts."
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the rows to this JSONL file.",
-)
+@output_option("Write the rows to this JSONL file.", required=False)
 @click.option(
     "--format",
     "form",
@@ -97,7 +91,7 @@ def write_jsonl(path: Path, rows: list[ConstrainedPrompt], form: str = "rlaif") 
 )
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=DatabasePath(),
     default=None,
     help=f"Save the rows to the {CONSTRAINED_PROMPTS} table of this project database instead.",
 )
