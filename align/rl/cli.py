@@ -16,6 +16,7 @@ import click
 
 from align.rl.rewards import parse_reward
 from align.rl.watch import Thresholds
+from datagen.cli_checks import ModelDir, db_option, output_option
 
 
 def online_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -24,11 +25,10 @@ def online_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--prompts", required=True, type=click.Path(exists=True, dir_okay=False),
                      help="Prompts JSONL: `rlaif export prompts` / `generate constrained` "
                           "output, or IFEval-form rows (instruction_id_list, kwargs)."),
-        click.option("--model", default="default", show_default=True,
+        click.option("--model", default="default", show_default=True, type=ModelDir(),
                      help="'default' (the embedded model) or a local model directory."),
-        click.option("--output", required=True, type=click.Path(file_okay=False),
-                     help="Directory for checkpoints, the model, metrics.jsonl, rl_run.json. "
-                          "One holding checkpoints is resumed."),
+        output_option("Directory for checkpoints, the model, metrics.jsonl, rl_run.json. "
+                      "One holding checkpoints is resumed.", directory=True, path_type=str),
         click.option("--reward", "rewards", multiple=True,
                      help="KIND[:ARGS][=WEIGHT], repeatable: verify, verify:strict, "
                           "judge[:base-url=URL,model=NAME,api-key-env=VAR,rubric=FILE], "
@@ -59,8 +59,7 @@ def online_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--alarm-kl", type=click.FloatRange(min=0), default=Thresholds.kl,
                      show_default=True, help="Alarm when KL to the reference (nats per token) "
                                              "exceeds this."),
-        click.option("--db", default="rlaif.db", show_default=True, type=click.Path(),
-                     help="Project database (the judge's request ledger)."),
+        db_option("Project database (the judge's request ledger)."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
