@@ -210,7 +210,7 @@ def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
                    "kwargs). Default: IFEval's 541 prompts, shipped with the package.")
 @click.option("--responses", "responses_path", default=None, type=click.Path(path_type=Path),
               help='JSONL of {"prompt", "response"} lines, joined to the prompts on the text.')
-@click.option("--policy", default=None,
+@click.option("--policy", default=None, type=ModelDir(allow_url=True),
               help="Answer the prompts with this model instead: a local model directory, "
                    "'default' (the embedded model) or an OpenAI-compatible base URL (with "
                    "--policy-model). Requests go through the ledger of --db.")
@@ -222,14 +222,13 @@ def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
 @click.option("--seed", default=0, show_default=True, help="Sampling seed (--policy).")
 @click.option("--n-prompts", default=None, type=click.IntRange(1),
               help="Use only the first N prompts.")
-@click.option("--db", default="rlaif.db", show_default=True, type=click.Path(path_type=Path),
-              help="Project database (request ledger, run record) for --policy.")
+@db_option("Project database (request ledger, run record) for --policy.")
 @click.option("--check-train", "train_paths", multiple=True, type=click.Path(path_type=Path),
               help="Training prompts JSONL (prompt or instruction per line) to check for "
                    "prompts within ROUGE-L 0.7 of an evaluation prompt (repeatable).")
-@click.option("-o", "--output", default=None, type=click.Path(path_type=Path, dir_okay=False),
-              help="Write one line per prompt: key, prompt, instruction_id_list, "
-                   "follow_instruction_list_strict, follow_instruction_list_loose, response.")
+@output_option("Write one line per prompt: key, prompt, instruction_id_list, "
+               "follow_instruction_list_strict, follow_instruction_list_loose, response.",
+               required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @client_options
 def eval_ifeval(prompts_path: Path | None, responses_path: Path | None, policy: str | None,
