@@ -49,6 +49,7 @@ class FakeBatchAPI:
         self.creates = 0
         self.executed: list[str] = []  # custom_ids answered (each one paid for)
         self.polls = 0
+        self.authorizations: set[str | None] = set()  # Authorization headers received
         self.lines_per_poll = 10**9
         self.fail_polls: set[int] = set()
         self.expire_after: int | None = None
@@ -238,6 +239,7 @@ def _handler(fake: FakeBatchAPI) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            fake.authorizations.add(self.headers.get("Authorization"))
             parts = urlsplit(self.path)
             route = parts.path.removeprefix("/v1").strip("/").split("/")
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
@@ -274,6 +276,7 @@ def _handler(fake: FakeBatchAPI) -> type[BaseHTTPRequestHandler]:
             return {"object": "list", "data": page, "has_more": len(ids) > limit}
 
         def do_POST(self) -> None:
+            fake.authorizations.add(self.headers.get("Authorization"))
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             route = urlsplit(self.path).path.removeprefix("/v1").strip("/").split("/")
             if route == ["files"]:

@@ -96,6 +96,22 @@ def test_permanent_failures_exit_1_and_carry_their_error(fake_llm, tmp_path):
     assert len(failed) == 1 and failed[0]["attempts"] == 1
 
 
+def test_errors_file_takes_the_lines_that_did_not_succeed(fake_llm, tmp_path):
+    fake_llm.responder = lambda path, body: (
+        {"status": 422, "error": "no such model"}
+        if body["messages"][0]["content"] == "q2" else {"text": "fine"})
+    src = write_batch(tmp_path / "in.jsonl", 4)
+    out, err = tmp_path / "o.jsonl", tmp_path / "e.jsonl"
+    done = rlaif("batch", src, "-o", out, "--errors", err, "--db", tmp_path / "d.db",
+                 "--base-url", fake_llm.base_url)
+    assert done.returncode == 1
+    assert [x["custom_id"] for x in read_output(out)] == ["q-0", "q-1", "q-3"]
+    (failed,) = read_output(err)
+    assert failed["custom_id"] == "q-2" and failed["error"] is None
+    assert failed["response"]["status_code"] == 422
+    assert failed["response"]["body"]["error"]["message"] == "no such model"
+
+
 BAD_INPUTS = {
     "not_json": ('{"custom_id": "a"\n', "not valid JSON"),
     "no_custom_id": (json.dumps({"url": "/v1/chat/completions", "body": {

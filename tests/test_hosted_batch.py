@@ -58,8 +58,13 @@ def test_whole_flow_writes_faithful_output_and_ledger_rows(fake, tmp_path):
         if body["messages"][0]["content"] == "q3" else {"text": "a " + body["messages"][0][
             "content"], "usage": {"prompt_tokens": 100, "completion_tokens": 50}})
     src = write_batch(tmp_path / "in.jsonl", 6, model="gpt-4o-mini")
-    done = rlaif(hosted_args(fake, src, tmp_path, "--errors", tmp_path / "err.jsonl"))
+    secret = "sk-hosted-DO-NOT-LEAK-7"
+    done = rlaif(hosted_args(fake, src, tmp_path, "--errors", tmp_path / "err.jsonl"),
+                 OPENAI_API_KEY=secret)
     assert done.returncode == 1, done.stderr  # one line failed upstream
+    assert fake.authorizations == {f"Bearer {secret}"} and secret not in done.stderr
+    for path in tmp_path.iterdir():
+        assert secret.encode() not in path.read_bytes(), path
     assert fake.uploads == 1 and fake.creates == 1 and len(fake.executed) == 6
     out, err = read_jsonl(tmp_path / "out.jsonl"), read_jsonl(tmp_path / "err.jsonl")
     assert [x["custom_id"] for x in out] == ["c0", "c1", "c2", "c4", "c5"]

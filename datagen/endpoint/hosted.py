@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from datagen import store
 from datagen.endpoint.batch_api import TERMINAL, BatchAPI
 from datagen.endpoint.completion import Completion, finish_row
-from datagen.endpoint.limits import cost_usd, estimate_split
+from datagen.endpoint.limits import cost_usd, estimate_split, price_for
 from datagen.endpoint.replies import error_message, parse_answer, usage_tokens
 
 if TYPE_CHECKING:
@@ -266,6 +266,7 @@ class HostedBatcher:
                         ) -> dict[str, Completion]:
         results: dict[str, Completion] = {}
         wanted = set(keys)
+        price = price_for(job["model"], self.config.prices, batch=True)
         for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
@@ -275,7 +276,7 @@ class HostedBatcher:
                 line = orjson.loads(raw)
                 key = line.get("custom_id")
                 if key in wanted:
-                    results[key] = self._completion(job, batch, key, line)
+                    results[key] = self._completion(job, batch, key, line, price)
         reason = _batch_problem(batch)
         for key in keys:
             results.setdefault(key, Completion(
@@ -283,8 +284,10 @@ class HostedBatcher:
                 via="batch", batch_id=batch.id))
         return results
 
-    def _completion(self, job: dict[str, Any], batch: Batch, key: str, line: dict[str, Any]
-                    ) -> Completion:
+    def _completion(self, job: dict[str, Any], batch: Batch, key: str, line: dict[str, Any],
+                    price: tuple[float, float]) -> Completion:
+        """The outcome of one output or error file line (``price``: the batch price per
+        million input and output tokens of the job's model)."""
         response = line.get("response")
         common = {"key": key, "via": "batch", "batch_id": batch.id, "attempts": 1}
         if not response:
@@ -302,7 +305,7 @@ class HostedBatcher:
         return Completion(
             status="ok", status_code=200, body=parsed, prompt_tokens=tokens[0],
             completion_tokens=tokens[1], request_id=response.get("request_id"),
-            cost_usd=cost_usd(job["model"], self.config.prices, tokens, batch=True), **common)
+            cost_usd=(tokens[0] * price[0] + tokens[1] * price[1]) / 1e6, **common)
 
     def _count(self, results: Any) -> None:
         for result in results:
