@@ -304,3 +304,42 @@ def test_a_generator_and_the_judge_run_their_rounds_as_hosted_batches(fake, tmp_
     again = rlaif([*RLAIF, "generate", "responses", "--prompts", prompts, "--model", "m1,m2",
                    *common])
     assert again.returncode == 0 and fake.creates == 3  # answered from the ledger
+
+
+def test_self_instruct_rounds_through_hosted_batches_match_the_online_run(fake, tmp_path):
+    # Rounds that need earlier answers (generate, classify, instances) each wait for their
+    # batch; the scripted model answers the same either way, so the data must be identical.
+    from fake_openai import FakeOpenAI
+    from test_self_instruct import kept_rows, scripted
+
+    from datagen.endpoint.client import ClientConfig, LLMClient, run_async
+    from datagen.endpoint.hosted_options import HostedOptions
+    from datagen.self_instruct.generate import (
+        SelfInstructConfig,
+        load_seed_tasks,
+        run_self_instruct,
+    )
+
+    def run(base_url: str, db_path: Path, hosted: HostedOptions | None):
+        db = store.open_db(db_path)
+        config = ClientConfig(base_url=base_url, model="fake-model", max_retries=0,
+                              hosted=hosted)
+        settings = SelfInstructConfig(prompts_per_round=2, num_instructions=6)
+
+        async def go():
+            async with LLMClient(config, db) as client:
+                return await run_self_instruct(client, db, settings, load_seed_tasks())
+
+        return run_async(go()), db
+
+    fake.responder = scripted
+    hosted = HostedOptions(poll_interval=0.02, gather_seconds=0.05, label="test")
+    summary, db = run(fake.base_url, tmp_path / "hosted.db", hosted)
+    with FakeOpenAI(responder=scripted) as online:
+        expected, online_db = run(online.base_url, tmp_path / "online.db", None)
+    assert summary.status == "complete" and summary.kept >= 6
+    assert kept_rows(db) == kept_rows(online_db)
+    assert summary.instances == expected.instances
+    assert fake.creates >= 3 and len(fake.executed) == len(set(fake.executed))
+    assert len(fake.executed) == len(online.requests)
+    assert {r["via"] for r in store.load_rows(db, tables.REQUESTS)} == {"batch"}
