@@ -74,7 +74,8 @@ class HostedBatcher:
         self._waiting: list[_Waiting] = []
         self._collector: asyncio.Task | None = None
         self._rounds: set[asyncio.Task] = set()
-        self._committed_usd = 0.0
+        self._committed_usd = 0.0  # estimated cost of admitted requests not yet answered
+        self._estimates: dict[str, float] = {}
         self._progress: Progress | None = None
 
     async def submit(self, key: str, path: str, body: dict[str, Any]) -> Completion:
@@ -166,6 +167,7 @@ class HostedBatcher:
                     error_code="budget_exhausted", via="batch"))
                 continue
             self._committed_usd += estimate
+            self._estimates[item.key] = estimate
             admitted.append(item)
         return admitted
 
@@ -196,6 +198,8 @@ class HostedBatcher:
 
     async def _run_and_answer(self, job: dict[str, Any], by_key: dict[str, _Waiting]) -> None:
         results = await self._run(job)
+        for key in results:  # answered: the actual cost now counts instead of the estimate
+            self._committed_usd -= self._estimates.pop(key, 0.0)
         for key, result in results.items():
             item = by_key.get(key)
             if item is not None and not item.future.done():
