@@ -274,7 +274,7 @@ def test_run_records_lineage_and_routes_classification(fake_llm, tmp_path):
     assert len(rows) == summary.candidates
     for row in rows:
         assert row["run_id"] == summary.run_id and len(json.loads(row["context_ids"])) == 8
-        assert json.loads(row["params"])["temperature"] == 0.7 and len(row["request_key"]) == 64
+        assert json.loads(row["params"])["temperature"] == 1.0 and len(row["request_key"]) == 64
         assert isinstance(row["rouge_l"], float)
     tasks = {t["id"]: t for t in store.load_rows(db, SI_TASKS)}
     assert len(tasks) == summary.kept
@@ -442,3 +442,34 @@ def test_export_command(fake_llm, tmp_path):
     user = row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
     assert row["messages"] == [{"role": "user", "content": user},
                                {"role": "assistant", "content": row["output"]}]
+
+
+def test_a_stall_is_a_normal_end_that_says_what_to_change(fake_llm, tmp_path):
+    # issue 17: a stalled run exited 1, and a pipeline asked for reruns that could not help
+    def same_every_time(path: str, body: dict) -> dict:
+        reply = scripted(path, body)
+        text = body["messages"][-1]["content"]
+        if "Classification task?" in text or "Class label" in text or "Each" in text[:20]:
+            return reply
+        return {"text": "Write a poem about the sea in 4 sentences.\n"
+                        "10. Write a poem about the sea in 5 sentences."}
+    fake_llm.responder = same_every_time
+    db = tmp_path / "stall.db"
+    args = ["--db", str(db), "--base-url", fake_llm.base_url, "--num-instructions", "5",
+            "--prompts-per-round", "1", "--patience", "2", "--max-retries", "0"]
+    result = CliRunner().invoke(generate_self_instruct, args)
+    assert result.exit_code == 0, result.output
+    assert "stalled with 1 of 5 instructions" in result.output
+    assert "raise --temperature" in result.output and "stronger model" in result.output
+    runs = store.load_rows(store.open_db(db), "runs")
+    assert [r["status"] for r in runs] == ["stalled"]
+    sent = len(fake_llm.requests)
+    again = CliRunner().invoke(generate_self_instruct, args)
+    assert again.exit_code == 0 and "stalled" in again.output and len(fake_llm.requests) == sent
+
+
+def test_defaults_are_the_sampling_that_works_for_small_models():
+    config = SelfInstructConfig()
+    assert (config.temperature, config.top_p) == (1.0, 0.95)
+    params = {p.name: p.default for p in generate_self_instruct.params}
+    assert (params["temperature"], params["top_p"]) == (1.0, 0.95)

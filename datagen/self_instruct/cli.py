@@ -52,10 +52,11 @@ from datagen.self_instruct.rouge import NoveltyIndex
               help="In-context tasks per prompt.")
 @click.option("--num-machine", default=2, show_default=True, type=click.IntRange(0),
               help="How many of them are machine-generated (once the pool has some).")
-@click.option("--temperature", default=0.7, show_default=True, type=float,
-              help="Sampling temperature of instruction generation.")
-@click.option("--top-p", default=0.5, show_default=True, type=float,
-              help="Nucleus sampling of instruction generation.")
+@click.option("--temperature", default=1.0, show_default=True, type=float,
+              help="Sampling temperature of instruction generation (the paper used 0.7, which "
+                   "makes small models copy their examples).")
+@click.option("--top-p", default=0.95, show_default=True, type=float,
+              help="Nucleus sampling of instruction generation (the paper used 0.5).")
 @click.option("--presence-penalty", default=None, type=float,
               help="Sent only when given (the paper used 2).")
 @click.option("--frequency-penalty", default=None, type=float,
@@ -73,8 +74,10 @@ from datagen.self_instruct.rouge import NoveltyIndex
 def generate_self_instruct(db: Path, seed_tasks: Path, **kwargs: Any) -> None:
     """Bootstrap instructions and instances from seed tasks (Self-Instruct), resumably.
 
-    Exit status: 0 when the run is complete, 1 when requests failed (rerun to continue),
-    2 on bad usage or a bad seed file.
+    A run that stalls (--patience rounds in a row keep nothing: the model keeps repeating
+    itself) ends normally, says what to change, and is recorded as stalled, so a pipeline
+    stage counts as done. Exit status: 0 when the run is complete or stalled, 1 when requests
+    failed (rerun to continue), 2 on bad usage or a bad seed file.
     """
     options = pop_client_options(kwargs)
     seeds = load_seed_tasks(seed_tasks)
@@ -96,8 +99,20 @@ def generate_self_instruct(db: Path, seed_tasks: Path, **kwargs: Any) -> None:
         f"{summary.instances} instances, {summary.tasks_dropped} tasks dropped, "
         f"{summary.failed_parses} unparseable replies, {summary.request_failures} request "
         f"failures -> {db}", err=True)
-    if summary.status != "complete":
+    if summary.status == "stalled":
+        click.echo(stall_advice(summary.kept, kwargs["num_instructions"], kwargs["patience"]),
+                   err=True)
+    elif summary.status != "complete":
         sys.exit(1)
+
+
+def stall_advice(kept: int, target: int, patience: int) -> str:
+    """What a stalled run means and what to change (one line)."""
+    return (f"self-instruct: stalled with {kept} of {target} instructions: {patience} rounds in "
+            "a row kept nothing (near-duplicates of the pool). The run is recorded as stalled "
+            "and a rerun with the same options does the same; for more, raise --temperature or "
+            "--top-p, change --seed, raise --threshold, or use a stronger model "
+            "(--base-url/--model).")
 
 
 def read_jsonl_texts(path: Path, field: str) -> Iterator[tuple[int, dict[str, Any], str]]:

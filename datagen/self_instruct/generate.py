@@ -72,8 +72,8 @@ class SelfInstructConfig(BaseModel):
     prompts_per_round: int = Field(default=8, ge=1)
     num_context: int = Field(default=8, ge=1, description="In-context tasks per prompt")
     num_machine: int = Field(default=2, ge=0, description="Of which machine-generated")
-    temperature: float = 0.7
-    top_p: float | None = 0.5
+    temperature: float = 1.0
+    top_p: float | None = 0.95
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     max_tokens: int = 1024
