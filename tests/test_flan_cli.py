@@ -165,7 +165,9 @@ BAD_ROWS = [
     ([{"premise": "p", "hypothesis": "h", "label": -1}],
      "bad.jsonl:1: row 0, column 'label': label -1 is out of range for 3 options"),
     ([{"premise": "p", "hypothesis": "h", "label": "maybe"}],
-     "bad.jsonl:1: row 0, column 'label': 'maybe' is neither an option nor an option index"),
+     "bad.jsonl:1: row 0, column 'label': 'maybe' is not an accepted label (accepted: yes, it "
+     "is not possible to tell, no, or their index 0-2; map others with --label-map "
+     "maybe=LABEL)"),
     ([{"premise": "p", "hypothesis": "h"}], "bad.jsonl:1: row 0, column 'label': missing"),
     ([{"premise": "p", "hypothesis": "  ", "label": 0}],
      "bad.jsonl:1: row 0, column 'hypothesis': empty"),
@@ -395,3 +397,52 @@ def test_paraphrase_shortfall_is_reported(tmp_path, fake_llm):
     assert "template toy-01: 1 of 1 phrasings unusable (the reply was not JSON" in result.output
     assert "no usable phrasing for task toy; nothing written" in result.output
     assert not out.exists()
+
+
+# --- label maps (issue 17) ------------------------------------------------------------------
+
+
+def nli_csv(tmp_path: Path) -> Path:
+    names = ["entailment", "neutral", "contradiction"]
+    path = tmp_path / "nli.csv"
+    path.write_text("premise,hypothesis,label\n" + "".join(
+        f"\"{r['premise']}\",\"{r['hypothesis']}\",{names[r['label']]}\n"
+        for r in nli_rows()))
+    return path
+
+
+def test_label_map_inline_and_from_a_yaml_file_give_the_same_rows(tmp_path):
+    source = nli_csv(tmp_path)
+    unmapped = flan("--input", str(source), "--task", "nli", "-o", str(tmp_path / "x.jsonl"))
+    assert unmapped.exit_code == 2 and "'entailment' is not an accepted label" in unmapped.output
+    assert "accepted: yes, it is not possible to tell, no" in unmapped.output
+    inline = flan("--input", str(source), "--task", "nli", "-o", str(tmp_path / "a.jsonl"),
+                  "--label-map",
+                  'entailment=yes,neutral="it is not possible to tell",contradiction=no')
+    assert inline.exit_code == 0, inline.output
+    (tmp_path / "labels.yaml").write_text(
+        "entailment: yes\nneutral: it is not possible to tell\ncontradiction: no\n")
+    from_file = flan("--input", str(source), "--task", "nli", "-o", str(tmp_path / "b.jsonl"),
+                     "--label-map", str(tmp_path / "labels.yaml"))
+    assert from_file.exit_code == 0, from_file.output
+    mapped = read(tmp_path / "a.jsonl")
+    assert mapped == read(tmp_path / "b.jsonl")
+    expected = {0: "yes", 1: "it is not possible to tell", 2: "no"}
+    assert [r["answer"] for r in mapped] == [expected[r["label"]] for r in nli_rows()]
+
+
+def test_a_label_map_to_a_label_the_task_lacks_names_the_accepted_ones(tmp_path):
+    result = flan("--input", str(nli_csv(tmp_path)), "--task", "nli", "-o",
+                  str(tmp_path / "x.jsonl"), "--label-map", "entailment=true")
+    assert result.exit_code == 2 and not (tmp_path / "x.jsonl").exists()
+    assert ("--label-map entailment=true: 'true' is not a label of task nli (accepted: yes, "
+            "it is not possible to tell, no)") in result.output
+
+
+def test_list_tasks_shows_each_builtin_task_with_its_labels():
+    result = flan("--list-tasks")
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(": ", 1) for line in result.output.splitlines())
+    assert "'yes', 'it is not possible to tell', 'no'" in lines["nli"]
+    assert "'negative', 'positive'" in lines["sentiment"]
+    assert {"nli", "sentiment", "paraphrase", "topic_classification"} <= set(lines)

@@ -20,7 +20,13 @@ from datagen.cli_checks import DatabasePath, output_option
 from datagen.connect import client_config, client_options, endpoint_url, pop_client_options
 from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import UserInputError
-from datagen.flan.io import BadRows, atomic_output, parse_field_map
+from datagen.flan.io import (
+    BadRows,
+    atomic_output,
+    check_label_map,
+    parse_field_map,
+    parse_label_map,
+)
 from datagen.flan.render import (
     TaskInput,
     convert,
@@ -52,15 +58,34 @@ def _specs(template_files: tuple[Path, ...], tasks: tuple[str, ...]) -> list[Tas
 
 
 def task_inputs(inputs: tuple[Path, ...], template_files: tuple[Path, ...],
-                tasks: tuple[str, ...], field_maps: tuple[str, ...]) -> list[TaskInput]:
-    """Pair each --input with its templates and field map (one for all, or one each)."""
+                tasks: tuple[str, ...], field_maps: tuple[str, ...],
+                label_maps: tuple[str, ...] = ()) -> list[TaskInput]:
+    """Pair each --input with its templates, field map and label map (one for all, or one
+    each)."""
     specs = _specs(template_files, tasks)
     if not inputs:
         raise UserInputError("--input: give at least one dataset file or folder")
     specs = _one_or_each("--templates/--task", specs, len(inputs))
     maps = _one_or_each("--field-map", [parse_field_map(m) for m in field_maps] or [{}],
                         len(inputs))
-    return [TaskInput(*parts) for parts in zip(inputs, specs, maps, strict=True)]
+    labels = _one_or_each("--label-map", [parse_label_map(m) for m in label_maps] or [{}],
+                          len(inputs))
+    for spec, label_map in zip(specs, labels, strict=True):
+        check_label_map(spec, label_map)
+    return [TaskInput(*parts) for parts in zip(inputs, specs, maps, labels, strict=True)]
+
+
+def describe_tasks() -> list[str]:
+    """One line per built-in task: its columns and the labels it accepts."""
+    lines = []
+    for name in builtin_tasks():
+        spec = load_templates(task_path(name))
+        labels = (", ".join(repr(o) for o in spec.options) if spec.options else
+                  f"per row, from column {spec.options_field!r}" if spec.options_field else
+                  "free text")
+        lines.append(f"{name}: columns {', '.join(spec.fields)}, label column "
+                     f"{spec.label_field!r}; labels: {labels}")
+    return lines
 
 
 @click.command("flan")
@@ -74,6 +99,12 @@ def task_inputs(inputs: tuple[Path, ...], template_files: tuple[Path, ...],
               help="A built-in task family instead of --templates (once, or once per --input).")
 @click.option("--field-map", "field_maps", multiple=True, metavar="TARGET=SOURCE,...",
               help="Rename columns: template field = dataset column (a.b reaches into a dict).")
+@click.option("--label-map", "label_maps", multiple=True, metavar='A=B,C="D E"|FILE.yaml',
+              help="Map the dataset's labels to the task's (see --list-tasks), e.g. "
+                   'entailment=yes,neutral="it is not possible to tell",contradiction=no; or a '
+                   "YAML file of the same mapping. Once for all inputs or once per --input.")
+@click.option("--list-tasks", is_flag=True,
+              help="List the built-in tasks with their columns and accepted labels, and exit.")
 @click.option("--shots", default=0, show_default=True, type=click.IntRange(0),
               help="Exemplars per example, from other rows of the same dataset.")
 @click.option("--options-style", default="plain", show_default=True,
@@ -101,7 +132,8 @@ def task_inputs(inputs: tuple[Path, ...], template_files: tuple[Path, ...],
 @client_options
 def generate_flan(
     inputs: tuple[Path, ...], template_files: tuple[Path, ...], tasks: tuple[str, ...],
-    field_maps: tuple[str, ...], shots: int, options_style: str, cot: bool, seed: int,
+    field_maps: tuple[str, ...], label_maps: tuple[str, ...], list_tasks: bool, shots: int,
+    options_style: str, cot: bool, seed: int,
     limit: int | None, max_per_task: int | None, on_bad_row: str, out: str, db: Path | None,
     paraphrase: int | None, **kwargs: Any,
 ) -> None:
@@ -111,13 +143,18 @@ def generate_flan(
     arguments and seed give the same bytes. Exit status 2 on bad input (nothing written).
     """
     options = pop_client_options(kwargs)
+    if list_tasks:
+        for line in describe_tasks():
+            click.echo(line)
+        return
     if paraphrase:
         _paraphrase(paraphrase, _specs(template_files, tasks), out, db, options)
         return
-    sources = task_inputs(inputs, template_files, tasks, field_maps)
+    sources = task_inputs(inputs, template_files, tasks, field_maps, label_maps)
     args = {
         "inputs": [str(p) for p in inputs], "templates": [str(p) for p in template_files],
-        "tasks": list(tasks), "field_maps": list(field_maps), "shots": shots,
+        "tasks": list(tasks), "field_maps": list(field_maps),
+        **({"label_maps": list(label_maps)} if label_maps else {}), "shots": shots,
         "options_style": options_style, "cot": cot, "seed": seed, "limit": limit,
         "max_per_task": max_per_task, "on_bad_row": on_bad_row, "output": out,
     }

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -22,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
+
+import yaml
 
 from datagen.errors import UserInputError
 from datagen.flan.template_files import MAX_OPTIONS, TaskTemplates
@@ -56,6 +59,7 @@ class RowSpec(NamedTuple):
     options: tuple[str, ...]
     options_column: Column | None
     rationale: Column | None
+    label_map: dict[str, str] | None = None  # dataset label -> the task's label (--label-map)
 
     @property
     def columns(self) -> list[Column]:
@@ -85,8 +89,51 @@ def parse_field_map(text: str | None) -> dict[str, str]:
     return mapping
 
 
-def row_spec(spec: TaskTemplates, field_map: dict[str, str], cot: bool) -> RowSpec:
-    """Resolve the columns a task needs through ``--field-map``."""
+def parse_label_map(text: str) -> dict[str, str]:
+    """``--label-map``: ``a=b,c="d e"`` (quotes keep commas and spaces) or a YAML/JSON file
+    mapping the dataset's labels to the task's."""
+    path = Path(text)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.is_file():
+        try:
+            # every value as text: `entailment: yes` maps to the label "yes", not True
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise UserInputError(f"--label-map {text}: cannot read: {exc}") from None
+        if not isinstance(data, dict) or not data:
+            raise UserInputError(f"--label-map {text}: expected a mapping of dataset labels to "
+                                 "the task's labels")
+        return {str(k): str(v) for k, v in data.items()}
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace, lexer.whitespace_split = ",", True
+    mapping: dict[str, str] = {}
+    try:
+        parts = list(lexer)
+    except ValueError as exc:
+        raise UserInputError(f"--label-map: {exc} in {text!r}") from None
+    for part in parts:
+        source, sep, target = (s.strip() for s in part.partition("="))
+        if not sep or not source or not target:
+            raise UserInputError(f"--label-map: expected DATASET_LABEL=TASK_LABEL, got {part!r}")
+        mapping[source] = target
+    return mapping
+
+
+def check_label_map(spec: TaskTemplates, label_map: dict[str, str]) -> None:
+    """Every target of ``--label-map`` must be one of the task's labels."""
+    if not label_map:
+        return
+    if not spec.options:
+        raise UserInputError(f"--label-map: task {spec.task} has no fixed labels to map to")
+    for source, target in label_map.items():
+        if target not in spec.options:
+            raise UserInputError(f"--label-map {source}={target}: {target!r} is not a label of "
+                                 f"task {spec.task} (accepted: {', '.join(spec.options)})")
+
+
+def row_spec(spec: TaskTemplates, field_map: dict[str, str], cot: bool,
+             label_map: dict[str, str] | None = None) -> RowSpec:
+    """Resolve the columns a task needs through ``--field-map`` (and its labels through
+    ``--label-map``)."""
     names = [*spec.fields, spec.label_field]
     if spec.options_field:
         names.append(spec.options_field)
@@ -108,6 +155,7 @@ def row_spec(spec: TaskTemplates, field_map: dict[str, str], cot: bool) -> RowSp
         options=tuple(spec.options or ()),
         options_column=column(spec.options_field),
         rationale=column(spec.rationale_field if cot else None),
+        label_map=label_map or None,
     )
 
 
@@ -315,7 +363,10 @@ def _row_options(record: dict[str, Any], column: Column) -> tuple[str, ...]:
     return options
 
 
-def _label_index(value: Any, options: tuple[str, ...], column: Column) -> int:
+def _label_index(value: Any, options: tuple[str, ...], column: Column,
+                 label_map: dict[str, str] | None = None) -> int:
+    if label_map and str(value) in label_map:
+        value = label_map[str(value)]
     if isinstance(value, str) and value in options:
         return options.index(value)
     if isinstance(value, float) and value.is_integer():
@@ -323,7 +374,9 @@ def _label_index(value: Any, options: tuple[str, ...], column: Column) -> int:
     if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadValue(column, f"{value!r} is neither an option nor an option index")
+        raise BadValue(column, f"{value!r} is not an accepted label (accepted: "
+                               f"{', '.join(options)}, or their index 0-{len(options) - 1}; "
+                               f"map others with --label-map {value}=LABEL)")
     if not 0 <= value < len(options):
         raise BadValue(column, f"label {value} is out of range for {len(options)} options")
     return value
@@ -342,7 +395,7 @@ def check_row(index: int, record: dict[str, Any], spec: RowSpec) -> Row:
         label = _get(record, spec.label)
         if label is None:
             raise BadValue(spec.label, "missing value")
-        answer_index: int | None = _label_index(label, options, spec.label)
+        answer_index: int | None = _label_index(label, options, spec.label, spec.label_map)
         answer = options[answer_index]
     else:
         answer_index, answer = None, _text(record, spec.label)

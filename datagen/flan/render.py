@@ -78,6 +78,7 @@ class TaskInput(NamedTuple):
     path: Path
     spec: TaskTemplates
     field_map: dict[str, str]
+    label_map: dict[str, str] | None = None
 
 
 class OptionStyle(NamedTuple):
@@ -189,7 +190,7 @@ def task_examples(
 ) -> Iterator[FlanExample]:
     """Examples of one input, in file order (setup errors are raised before the first one)."""
     spec = source.spec
-    columns = row_spec(spec, source.field_map, cot)
+    columns = row_spec(spec, source.field_map, cot, source.label_map)
     templates = prepare_templates(spec, options_style)
     rng = random.Random(f"flan:{seed}:{index}")
     rows = checked_rows(source.path, columns, on_bad_row, bad)
@@ -249,7 +250,8 @@ def convert(
     if len(streams) == 1:
         caps = [cap for cap in (limit, max_per_task) if cap is not None]
         return islice(streams[0], min(caps) if caps else None)
-    quotas = [count_rows(source.path, row_spec(source.spec, source.field_map, cot))
+    quotas = [count_rows(source.path,
+                         row_spec(source.spec, source.field_map, cot, source.label_map))
               for source in inputs]
     if max_per_task is not None:
         quotas = [min(q, max_per_task) for q in quotas]
