@@ -4,16 +4,18 @@ flow, crashes at every step, expiry, cancel, splitting, budget, and --check-host
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from click.testing import CliRunner
 from fake_batch_api import FakeBatchAPI
 
+from align.cli import main
 from datagen import store
 from datagen.store import tables
 
@@ -31,14 +33,23 @@ def write_batch(path: Path, count: int, model: str = "fake-model", **body_extra)
 
 
 def hosted_args(fake: FakeBatchAPI, src: Path, tmp: Path, *extra) -> list[str]:
-    return [*RLAIF, "batch", str(src), "-o", str(tmp / "out.jsonl"), "--db", str(tmp / "h.db"),
+    return ["batch", str(src), "-o", str(tmp / "out.jsonl"), "--db", str(tmp / "h.db"),
             "--hosted", "--base-url", fake.base_url, "--poll-interval", "0.05",
             *map(str, extra)]
 
 
-def rlaif(args: list[str], **env) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+def rlaif(args: list, **env) -> SimpleNamespace:
+    """Run an ``rlaif`` command in this process (the fake counts what it is sent)."""
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout,
+                           stderr=result.stderr)
+
+
+def rlaif_process(args: list, **kw) -> subprocess.Popen:
+    """Start an ``rlaif`` command as a process of its own (to be killed)."""
+    return subprocess.Popen([*RLAIF, *map(str, args)], **kw)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -84,7 +95,7 @@ def test_whole_flow_writes_faithful_output_and_ledger_rows(fake, tmp_path):
     assert job["batch_id"] == "batch_1" and job["status"] == "completed" and job["ingested"]
     metadata = fake.batches["batch_1"]["batch"].metadata
     assert "rlaif batch" in metadata["rlaif_run"] and metadata["rlaif_job"] == job["job"]
-    listed = rlaif([*RLAIF, "batch", "--hosted", "--list", "--db", tmp_path / "h.db"])
+    listed = rlaif(["batch", "--hosted", "--list", "--db", tmp_path / "h.db"])
     assert listed.returncode == 0 and "batch_1\tcompleted\t6 requests" in listed.stdout
     # a rerun sends only the failed line, in a new batch
     again = rlaif(hosted_args(fake, src, tmp_path))
@@ -98,7 +109,7 @@ def test_sigkill_at_any_moment_then_rerun_pays_nothing_twice(fake, tmp_path, mom
     fake.lines_per_poll = 3
     src = write_batch(tmp_path / "in.jsonl", 9)
     fake.hold(moment)
-    proc = subprocess.Popen(hosted_args(fake, src, tmp_path), stdout=subprocess.DEVNULL,
+    proc = rlaif_process(hosted_args(fake, src, tmp_path), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     assert fake.reached[moment].wait(60), f"never reached {moment}"
     if moment == "poll":  # let a few polls through first, then kill mid-batch
@@ -144,7 +155,7 @@ def test_cancel_keeps_partial_output_and_a_rerun_finishes(fake, tmp_path):
     fake.lines_per_poll = 2
     src = write_batch(tmp_path / "in.jsonl", 10)
     fake.hold("poll")
-    proc = subprocess.Popen(hosted_args(fake, src, tmp_path), stdout=subprocess.PIPE,
+    proc = rlaif_process(hosted_args(fake, src, tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert fake.reached["poll"].wait(60)
     fake.release()
@@ -152,7 +163,7 @@ def test_cancel_keeps_partial_output_and_a_rerun_finishes(fake, tmp_path):
     while len(fake.executed) < 4 and time.time() < deadline:
         time.sleep(0.005)
     fake.hold("poll")  # the batch stands still while the cancelling command starts
-    cancel = rlaif([*RLAIF, "batch", src, "--hosted", "--cancel", "--db", tmp_path / "h.db",
+    cancel = rlaif(["batch", src, "--hosted", "--cancel", "--db", tmp_path / "h.db",
                     "--base-url", fake.base_url])
     assert cancel.returncode == 0, cancel.stderr
     assert "batch_1\tcancelling" in cancel.stdout
@@ -185,7 +196,9 @@ def test_a_120000_line_file_is_split_into_hosted_sized_batches(fake, tmp_path):
         for i in range(120_000):
             fh.write(f'{{"custom_id":"{i}","method":"POST","url":"/v1/completions",'
                      f'"body":{{"model":"m","prompt":"{i}","max_tokens":1}}}}\n')
-    done = rlaif(hosted_args(fake, src, tmp_path, "--concurrency", "1000"))
+    # a process of its own: the client and the fake then use both cores
+    done = subprocess.run([*RLAIF, *hosted_args(fake, src, tmp_path)], capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "split into 3 batches" in done.stderr
     sizes = sorted(len(b["lines"]) for b in fake.batches.values())
@@ -257,7 +270,7 @@ def test_check_hosted_lists_every_rejected_line(tmp_path, fake):
              json.dumps({**good, "custom_id": "x", "url": "/v1/completions",
                          "body": {"model": "m2", "prompt": "p"}})]
     src.write_text("\n".join(rows) + "\n")
-    done = rlaif([*RLAIF, "batch", "--check-hosted", src])
+    done = rlaif(["batch", "--check-hosted", src])
     assert done.returncode == 1
     found = done.stdout.splitlines()
     for number, (_, message) in enumerate(CHECK_CORPUS.values(), start=2):
@@ -270,11 +283,11 @@ def test_check_hosted_lists_every_rejected_line(tmp_path, fake):
     assert not any(f.startswith(f"{src}:1:") for f in found)
     clean = tmp_path / "clean.jsonl"
     clean.write_text(json.dumps(good) + "\n")
-    assert rlaif([*RLAIF, "batch", "--check-hosted", clean]).returncode == 0
+    assert rlaif(["batch", "--check-hosted", clean]).returncode == 0
     big = tmp_path / "big.jsonl"
     big.write_text("".join(json.dumps({**good, "custom_id": str(i)}) + "\n"
                            for i in range(50_001)))
-    done = rlaif([*RLAIF, "batch", "--check-hosted", big])
+    done = rlaif(["batch", "--check-hosted", big])
     assert done.returncode == 1 and "50,001 requests" in done.stdout
     assert fake.uploads == 0 and fake.polls == 0
 
@@ -287,7 +300,7 @@ def test_a_generator_and_the_judge_run_their_rounds_as_hosted_batches(fake, tmp_
         "text": body["model"] + " on " + body["messages"][-1]["content"]}
     db = tmp_path / "g.db"
     common = ["--db", db, "--hosted", "--base-url", fake.base_url, "--poll-interval", "0.05"]
-    done = rlaif([*RLAIF, "generate", "responses", "--prompts", prompts, "--model", "m1,m2",
+    done = rlaif(["generate", "responses", "--prompts", prompts, "--model", "m1,m2",
                   *common])
     assert done.returncode == 0, done.stderr
     assert "waiting for batch" in done.stderr
@@ -297,11 +310,11 @@ def test_a_generator_and_the_judge_run_their_rounds_as_hosted_batches(fake, tmp_
     assert sorted(len(b["lines"]) for b in fake.batches.values()) == [3, 3]
     fake.responder = lambda path, body: {"text": "A"}
     out = tmp_path / "labels.jsonl"
-    done = rlaif([*RLAIF, "label", "-o", out, "--judge-model", "judge", *common])
+    done = rlaif(["label", "-o", out, "--judge-model", "judge", *common])
     assert done.returncode == 0, done.stderr
     assert fake.creates == 3 and len(fake.executed) == 12  # both orders of 3 pairs
     assert len(read_jsonl(out)) == 3
-    again = rlaif([*RLAIF, "generate", "responses", "--prompts", prompts, "--model", "m1,m2",
+    again = rlaif(["generate", "responses", "--prompts", prompts, "--model", "m1,m2",
                    *common])
     assert again.returncode == 0 and fake.creates == 3  # answered from the ledger
 
