@@ -43,6 +43,10 @@ def read_labels(path: str | Path) -> list[dict[str, Any]]:
 
 def _label_row(obj: dict[str, Any], where: str) -> dict[str, Any]:
     row = {field: obj.get(field) for field in LABEL_FIELDS}
+    if row["preferred"] is None and "human_consensus" in obj:
+        # a human export of pairs no judge labelled: the report is on the human labels, and
+        # a pair without a consensus is one the labellers could not decide
+        row["preferred"], row["human"] = row["human"] or "error", None
     if row["preferred"] not in PREFERRED:
         raise UserInputError(f"{where}: preferred must be a, b, tie or error, "
                              f"got {row['preferred']!r}")

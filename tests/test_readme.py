@@ -39,7 +39,8 @@ def test_readme_command_parses(line):
     args = shlex.split(line)[1:]
     ctx = click.Context(main)
     command: click.Command = main
-    while isinstance(command, click.Group):
+    while isinstance(command, click.Group) and not (
+            command.invoke_without_command and (not args or args[0].startswith("-"))):
         name, command, args = command.resolve_command(ctx, args)
         assert command is not None, f"{line}: unknown command {name}"
         ctx = click.Context(command, parent=ctx, info_name=name)

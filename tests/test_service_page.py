@@ -12,7 +12,6 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 from browser import Chromium
 from test_service import running_service
@@ -76,9 +75,20 @@ def wait_shown(page, previous: str | None = None, timeout: float = 15) -> dict:
     raise AssertionError(f"the page did not move on from {previous!r}: {page.console_errors}")
 
 
-def label_all(page, base: str, annotator: str, answer: Callable[[str], str]) -> list[str]:
-    """Open the page as an annotator and answer every item with the keyboard."""
-    page.goto(f"{base}/label?annotator={annotator}")
+def login(page, base: str, token: str) -> None:
+    """Log in on the page's form (the token goes in the form, never in a URL)."""
+    page.goto(f"{base}/label/login")
+    deadline = time.monotonic() + 15
+    while not page.eval("!document.getElementById('login').hidden"):
+        assert time.monotonic() < deadline, page.console_errors
+        time.sleep(0.03)
+    page.eval(f"document.getElementById('token-input').value = {json.dumps(token)};"
+              "document.querySelector('#login-form button').click()")
+
+
+def label_all(page, svc, annotator: str, answer: Callable[[str], str]) -> list[str]:
+    """Log in as an annotator and answer every item with the keyboard."""
+    login(page, svc.url, svc.tokens[annotator])
     prompts, previous = [], None
     while True:
         state = wait_shown(page, previous)
@@ -88,6 +98,14 @@ def label_all(page, base: str, annotator: str, answer: Callable[[str], str]) -> 
         prompts.append(previous)
         press(page, answer(previous))
         press(page, "Enter")
+
+
+def wait_for_page(page, path: str, timeout: float = 15) -> None:
+    """Wait until the page's location is ``path`` (the login moved it there)."""
+    deadline = time.monotonic() + timeout
+    while page.eval("location.pathname") != path:
+        assert time.monotonic() < deadline, page.console_errors
+        time.sleep(0.03)
 
 
 def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -153,8 +171,11 @@ def test_keyboard_labelling_shows_markup_as_text_side_by_side(browser, tmp_path)
          "response_b": "hello!"},
         {"id": "rank", "prompt": "Order these.", "responses": ["x one", "y two", "z three"]},
     ])
-    with running_service(db, workers=0) as svc:
-        page = browser.open(f"{svc.url}/label?annotator=kbd")
+    with running_service(db, workers=0, users={"kbd": "annotator", "op": "operator"}) as svc:
+        page = browser.open("about:blank")
+        login(page, svc.url, svc.tokens["kbd"])
+        assert "rlaif_" not in page.eval("location.href")  # no secret in the URL
+        assert page.eval("document.cookie") == ""  # the session cookie is HttpOnly
         state = wait_shown(page)
         assert state["prompt"] == "What is the capital of France? <b>bold?</b>"
         assert state["responses"] == [XSS_A, XSS_B]  # the characters, as written
@@ -207,8 +228,8 @@ def test_keyboard_labelling_shows_markup_as_text_side_by_side(browser, tmp_path)
         assert page.eval("window.__pwned === undefined")
         assert page.console_errors == []
         assert not any("nowhere.png" in url for url in page.requests)
-        exported = [json.loads(x) for x in
-                    httpx.get(f"{svc.url}/label/api/export").text.splitlines()]
+        with svc.client("op") as client:
+            exported = [json.loads(x) for x in client.get("/label/api/export").text.splitlines()]
         assert {r["id"]: r["human"] for r in exported} == {
             "xss": "b", "two": "b", "three": "tie",
             "rank:0-1": "a", "rank:0-2": "b", "rank:1-2": "b"}  # z > x > y
@@ -236,15 +257,18 @@ def test_gold_flagging_consensus_and_kappa_on_the_stats_page(browser, tmp_path):
                  "human": "a"} for i, (p, good, bad) in enumerate(GOLD)],
           required=3, gold_every=1, min_gold=2, gold_threshold=0.7)
     answers = {prompt: votes for prompt, _, _, votes in HAND_PAIRS}
-    with running_service(db, workers=0) as svc:
+    users = {name: "annotator" for name in ("dave", "alice", "bob", "carol")} | {"op": "operator"}
+    with running_service(db, workers=0, users=users) as svc:
         page = browser.open("about:blank")
-        careless = label_all(page, svc.url, "dave", lambda p: "b" if p.startswith("Gold") else "a")
+        careless = label_all(page, svc, "dave", lambda p: "b" if p.startswith("Gold") else "a")
         assert careless[0].startswith("Gold") and len(careless) >= 6
         for index, name in enumerate(("alice", "bob", "carol")):
-            seen = label_all(page, svc.url, name, lambda p, i=index: (
+            seen = label_all(page, svc, name, lambda p, i=index: (
                 "a" if p.startswith("Gold") else answers[p][i]))
             assert sorted(p for p in seen if not p.startswith("Gold")) == sorted(answers)
             assert any(p.startswith("Gold") for p in seen)  # gold mixed in, unannounced
+        login(page, svc.url, svc.tokens["op"])  # the stats are not the annotators'
+        wait_for_page(page, "/label")
         page.goto(f"{svc.url}/label/stats")
         text = page.eval("(() => { const t = id => document.getElementById(id).textContent;"
                          "return {fleiss: t('fleiss-kappa'), cohen: t('cohen-kappa'),"
@@ -271,8 +295,12 @@ def test_gold_flagging_consensus_and_kappa_on_the_stats_page(browser, tmp_path):
 
 def test_instructions_default_and_team_edit(browser, tmp_path):
     db = tmp_path / "instr.db"
-    with running_service(db, workers=0) as svc:
-        page = browser.open(f"{svc.url}/label/instructions")
+    users = {"boss": "admin", "reader": "annotator"}
+    with running_service(db, workers=0, users=users) as svc:
+        page = browser.open("about:blank")
+        login(page, svc.url, svc.tokens["boss"])
+        wait_for_page(page, "/label")
+        page.goto(f"{svc.url}/label/instructions")
         text = page.eval("document.getElementById('instructions-text').textContent")
         for phrase in ("Correctness comes first", "informativeness", "Shorter is not worse",
                        "sparingly", "fail"):
@@ -285,7 +313,7 @@ def test_instructions_default_and_team_edit(browser, tmp_path):
         while page.eval("document.getElementById('save-status').textContent") != "Saved.":
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        page.goto(f"{svc.url}/label?annotator=reader")
+        login(page, svc.url, svc.tokens["reader"])
         deadline = time.monotonic() + 10
         while "Our rules" not in (shown := page.eval(
                 "document.getElementById('instructions-text').textContent")):

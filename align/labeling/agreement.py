@@ -1,8 +1,9 @@
 """Agreement statistics of human labels: votes as pairwise choices, consensus and kappas.
 
 Pure functions over votes, no database. A K-way ranking is expanded into its K(K-1)/2 pairs
-(``expand_vote``). Consensus is a strict majority of the counted votes; when the top choices are
-level it is recorded as a tie (``split``). Agreement between annotators is Fleiss' kappa (any
+(``expand_vote``). Consensus is a strict majority of the counted votes; when the top choices
+are level there is none (``NO_CONSENSUS``, ``split``): two people disagreeing is not a human
+"tie". Agreement between annotators is Fleiss' kappa (any
 number of raters per item) and the mean pairwise Cohen's kappa; ``calibration_bins`` compares a
 judge's soft label p_a with the human consensus. ``align.labeling.votes`` applies them to the queue.
 """
@@ -29,14 +30,17 @@ def expand_vote(vote: Vote, k: int) -> dict[tuple[int, int], str]:
             for i, j in itertools.combinations(range(k), 2)}
 
 
+NO_CONSENSUS = "no consensus"
+
+
 def majority(choices: list[str]) -> tuple[str | None, bool]:
-    """(consensus, split): the most frequent choice; level leaders make a recorded tie."""
+    """(consensus, split): the most frequent choice; level leaders make no consensus."""
     if not choices:
         return None, False
     counts = Counter(choices).most_common()
     leaders = [c for c, n in counts if n == counts[0][1]]
     if len(leaders) > 1:
-        return "tie", True
+        return NO_CONSENSUS, True
     return leaders[0], False
 
 

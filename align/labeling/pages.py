@@ -47,15 +47,17 @@ def _shell(title: str, page: str, body: str) -> str:
         f"{body}<script src=\"/label/label.js\"></script></body></html>")
 
 
-def instructions_page(text: str) -> str:
-    """The instructions as text, with an editor the page script opens."""
-    body = (
-        "<h1>Instructions for annotators</h1>"
-        f"<pre class=\"text\" id=\"instructions-text\">{escape(text)}</pre>"
+def instructions_page(text: str, editable: bool = True) -> str:
+    """The instructions as text, with an editor the page script opens (for those who may
+    edit them)."""
+    editor = (
         "<p><button id=\"edit\" type=\"button\">Edit</button></p>"
         "<div id=\"editor\" hidden><textarea id=\"instructions-edit\"></textarea>"
         "<p><button id=\"save\" type=\"button\">Save</button> "
         "<span id=\"save-status\" role=\"status\"></span></p></div>")
+    body = ("<h1>Instructions for annotators</h1>"
+            f"<pre class=\"text\" id=\"instructions-text\">{escape(text)}</pre>"
+            f"{editor if editable else ''}")
     return _shell("Labelling instructions", "instructions", body)
 
 

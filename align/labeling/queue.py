@@ -14,9 +14,11 @@ votes and consensus are ``align.labeling.votes``; agreement statistics are
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import random
+import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,9 +76,11 @@ class Vote(BaseModel):
 # --- reading pairs for the queue ----------------------------------------------------------------
 
 
-def _item_id(pair_id: str, gold: bool) -> str:
-    """An opaque id, so nothing the page sees tells a gold item from an ordinary one."""
-    return hashlib.sha256(f"{'gold' if gold else 'item'}\n{pair_id}".encode()).hexdigest()[:16]
+def _item_id(pair_id: str, gold: bool, key: str = "") -> str:
+    """An opaque id, so nothing the page sees tells a gold item from an ordinary one: keyed
+    with the queue's secret (``enqueue``), it cannot be recomputed from a pair id."""
+    text = f"{'gold' if gold else 'item'}\n{pair_id}".encode()
+    return hmac.new(key.encode(), text, hashlib.sha256).hexdigest()[:16]
 
 
 def queue_item(obj: Any, where: str, gold: bool = False, required: int = 3) -> QueueItem:
@@ -188,10 +192,22 @@ def instructions(db: Any) -> str:
     return text if text is not None else INSTRUCTIONS_FILE.read_text(encoding="utf-8")
 
 
+def queue_key(db: Any) -> str:
+    """The queue's secret for item ids (made on first use, never shown)."""
+    key = get_setting(db, "item_key")
+    if key is None:
+        key = secrets.token_hex(16)
+        put_setting(db, "item_key", key)
+    return key
+
+
 def enqueue(db: Any, items: Iterable[QueueItem], settings: LabelSettings | None = None) -> int:
-    """Add items to the queue (items already there are left as they are); return how many
-    were new."""
+    """Add items to the queue (items already there are left as they are), giving each its
+    keyed id; return how many were new."""
     items = list(items)
+    key = queue_key(db)
+    for item in items:
+        item.id = _item_id(item.pair_id, item.gold is not None, key)
     start = store.count_rows(db, LABEL_ITEMS)
     rows = [_item_row(item, start + i) for i, item in enumerate(items)]
     if settings is not None:

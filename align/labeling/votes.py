@@ -244,9 +244,12 @@ class LabelBoard:
             complete = len(counted) >= item.required
             human = consensus if complete and consensus in HUMAN else None
             pair_id = item.pair_id if k == 2 else f"{item.pair_id}:{i}-{j}"
+            top = Counter(choices).most_common(1)
+            agree = top[0][1] / len(choices) if choices else None  # share on the top choice
             rows.append({
                 "pair_id": pair_id, "item_id": item.id, "i": i, "j": j,
                 "consensus": consensus, "split": split, "complete": complete,
+                "agreement": agree,
                 "human": human, "votes": canonical_json(dict(Counter(choices))),
                 "annotators": canonical_json(sorted(v.annotator for v in counted)),
             })
@@ -278,8 +281,10 @@ class LabelBoard:
         self._save_consensus(self.regular())
 
     def export(self) -> list[dict[str, Any]]:
-        """Every ordinary pair with its votes: the source fields, response_a/response_b and
-        ``human`` (set when consensus is complete and not "fail")."""
+        """Every ordinary pair with its votes: the source fields, response_a/response_b,
+        ``human`` (set when consensus is complete and not "fail" or "no consensus"), the
+        counted votes per choice, who cast them and the share that agrees with the
+        consensus."""
         out = []
         for item in self.regular():
             for row in self.pair_consensus(item):
@@ -293,6 +298,7 @@ class LabelBoard:
                     "human_complete": row["complete"],
                     "human_votes": json.loads(row["votes"]),
                     "human_annotators": json.loads(row["annotators"]),
+                    "human_agreement": row["agreement"],
                 })
         return out
 

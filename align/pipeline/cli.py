@@ -13,32 +13,16 @@ import json
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import click
-import yaml
 
 from align.eval.heldout import format_eval
 from align.pipeline.file import Plan, load_plan
 from align.pipeline.run import describe_plan, last_output, run_plan
+from align.pipeline.source import parse_sets
 from datagen.cli_checks import output_option
-from datagen.errors import UserInputError
 
 DEMO_FILE = "demo.yaml"
-
-
-def parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
-    """``NAME=VALUE`` pairs; the value is read as YAML (``8`` is a number, ``null`` is null)."""
-    values: dict[str, Any] = {}
-    for item in sets:
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise UserInputError(f"--set {item}: expected NAME=VALUE")
-        try:
-            values[name.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            values[name.strip()] = raw
-    return values
 
 
 def print_outputs(plan: Plan) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from align.pipeline.source import Source, substitute, user_vars
-from align.pipeline.stages import Stage, StageBuilder
+from align.pipeline.stages import Confinement, Stage, StageBuilder
 from datagen.errors import UserInputError
 
 # The file format::
@@ -82,8 +82,10 @@ class Plan:
 
 
 def load_plan(path: str | Path, *, output: str | Path | None = None, profile: str | None = None,
-              overrides: dict[str, Any] | None = None) -> Plan:
-    """Read, resolve and check a pipeline file; any mistake raises a one-line UserInputError."""
+              overrides: dict[str, Any] | None = None, confine: Confinement | None = None
+              ) -> Plan:
+    """Read, resolve and check a pipeline file; any mistake raises a one-line UserInputError.
+    With ``confine`` (a service job), stages and paths are held to its limits."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -111,7 +113,9 @@ def load_plan(path: str | Path, *, output: str | Path | None = None, profile: st
     stages_raw = doc.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise src.error(("stages",), "expected a non-empty list of stages")
-    builder = StageBuilder(src, variables, out_dir, db, seed)
+    if confine is not None and (why := confine.check_path(db, "file")):
+        raise src.error(("db",), why)
+    builder = StageBuilder(src, variables, out_dir, db, seed, confine)
     with builder.scratch():
         stages = [builder.build(i, raw) for i, raw in enumerate(stages_raw)]
     return Plan(file=path, name=str(doc.get("name") or path.stem), output=out_dir, db=db,

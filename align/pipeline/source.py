@@ -110,3 +110,17 @@ def substitute(src: Source, keys: Keys, value: Any, variables: dict[str, Any]) -
         return str(found).lower() if isinstance(found, bool) else str(found)
 
     return VAR.sub(text, value)
+
+
+def parse_sets(sets: tuple[str, ...]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs; the value is read as YAML (``8`` is a number, ``null`` is null)."""
+    values: dict[str, Any] = {}
+    for item in sets:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise UserInputError(f"--set {item}: expected NAME=VALUE")
+        try:
+            values[name.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            values[name.strip()] = raw
+    return values

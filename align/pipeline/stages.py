@@ -12,9 +12,11 @@ runner (``align.pipeline.run``) will start.
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,28 @@ NOT_STAGES = {
     "demo": "a pipeline does not run pipelines",
     "serve": "it runs until stopped; start it beside the pipeline and give stages base-url",
 }
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """Limits for a pipeline run on someone else's behalf (a service job): only these
+    command groups, options ``refuse`` allows, and paths whose real location is a regular
+    file (or, for models, a folder) inside ``root``."""
+
+    root: Path
+    commands: tuple[str, ...]
+    refuse: Callable[[click.Parameter], str | None]
+
+    def check_path(self, path: Path, what: str) -> str | None:
+        """Why ``path`` may not be used (None: it may)."""
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(self.root.resolve()):
+            return f"{path} is outside the job's workspace"
+        if os.path.lexists(real):
+            mode = os.stat(real).st_mode
+            if not (stat.S_ISREG(mode) or (what == "model directory" and stat.S_ISDIR(mode))):
+                return f"{path} is not a regular file"
+        return None
 
 
 @dataclass
@@ -82,9 +106,10 @@ class StageBuilder:
     stages write so that later inputs may name files that do not exist yet."""
 
     def __init__(self, src: Source, variables: dict[str, Any], output: Path, db: Path,
-                 seed: int | None) -> None:
+                 seed: int | None, confine: Confinement | None = None) -> None:
         self.src, self.variables, self.output, self.db, self.seed = (
             src, variables, output, db, seed)
+        self.confine = confine
         self.produced: list[Path] = [db]
         self.tmp: Path | None = None
 
@@ -107,6 +132,9 @@ class StageBuilder:
         if not words:
             raise src.error((*here, "stage"), "missing the command, e.g. stage: generate "
                                               "responses")
+        if self.confine is not None and words[0] not in self.confine.commands:
+            raise src.error((*here, "stage"), f"'{' '.join(words)}' cannot be a stage here "
+                                              f"(use {', '.join(self.confine.commands)})")
         try:
             command, parent = stage_command(words)
         except LookupError as exc:
@@ -210,29 +238,38 @@ class StagePaths:
     def value(self, param: click.Parameter, text: str, keys: Keys) -> tuple[str, str]:
         """(value for the real run, value for click's check) of one option value."""
         role = self.role(param)
+        confine = self.builder.confine
+        if confine is not None and (why := confine.refuse(param)):
+            raise self.error(keys, f"not allowed here: {why}")
         if role == "judge" and text.startswith("rm:"):
-            path = self.resolve(text[3:])
+            path = self.resolve(text[3:], keys, "model directory")
             self.require(path, keys, "reward model")
             return f"rm:{path}", f"rm:{path}"
         if role in ("", "judge") or text == "-" or (
-                role == "model" and (text == "default" or "://" in text)):
+                role == "model" and (text == "default" or (
+                    "://" in text and confine is None))):
             return text, text
-        path = self.resolve(text)
+        what = "model directory" if role == "model" else "file"
+        path = self.resolve(text, keys, what)
         if role == "output":
             self.outputs.append(path)
             # run_stage creates the output's folder; until then click checks a stand-in
             checked = path if path.parent.is_dir() else self.builder.stand_in_output(path)
             return str(path), str(checked)
-        self.require(path, keys, "model directory" if role == "model" else "file")
+        self.require(path, keys, what)
         if path.exists():
             return str(path), str(path)
         if role == "model":
             return str(path), self.builder.stand_in_model()
         return str(path), self.builder.stand_in(param)
 
-    def resolve(self, text: str) -> Path:
+    def resolve(self, text: str, keys: Keys, what: str = "file") -> Path:
         path = Path(text).expanduser()
-        return path if path.is_absolute() else self.builder.output / path
+        path = path if path.is_absolute() else self.builder.output / path
+        confine = self.builder.confine
+        if confine is not None and (why := confine.check_path(path, what)):
+            raise self.error(keys, why)
+        return path
 
     def require(self, path: Path, keys: Keys, what: str) -> None:
         if not path.exists() and not self.builder.made_earlier(path):

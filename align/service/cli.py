@@ -1,8 +1,9 @@
 """`rlaif service`, `rlaif label-queue` and `rlaif label-export`: parse, call, print.
 
 `service` serves ``align.service.app`` with uvicorn on a socket it binds first (``--port 0`` picks a
-free port and the first line on stderr says which); it refuses to listen beyond loopback
-without an API key. `label-queue` puts pairs on the human labelling queue, chosen at random,
+free port and the first line on stderr says which); every request needs a token, made with
+`service token create` (`token list`, `token revoke`); `service audit` lists the
+state-changing requests. `label-queue` puts pairs on the human labelling queue, chosen at random,
 where the judge is least sure, or where judges disagree; `label-export` writes the pairs with
 their ``human`` consensus label.
 """
@@ -13,6 +14,7 @@ import ipaddress
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -50,52 +52,146 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-@click.command("service")
-@db_option("Project database: jobs, request ledger, label queue.")
+@click.group("service", invoke_without_command=True)
+@db_option("Project database: jobs, request ledger, label queue, users.")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Beyond loopback an API key is required.")
+              help="Address to listen on.")
 @click.option("--port", default=8470, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0: any free port, printed on start).")
-@click.option("--api-key-env", default=None, metavar="NAME",
-              help="Require on every request the key held in this environment variable "
-                   "(Authorization: Bearer KEY or X-API-Key: KEY).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Uploads and job workspaces.  [default: DB.data next to the db]")
+@click.option("--endpoint", "endpoints", multiple=True, metavar="NAME=URL[,key_env=VAR]"
+              "[,models=a|b]",
+              help="A model endpoint jobs may use by name (repeatable); its key is read from "
+                   "VAR at start. `default` is the embedded model unless named here.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another host name clients use (a reverse proxy's); repeatable.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0),
               help="Jobs run at once (0: queue jobs without running them).")
-def service(db: Path, host: str, port: int, api_key_env: str | None, workers: int) -> None:
-    """Serve jobs (/v1/jobs) and the human labelling page (/label) over HTTP.
+@click.option("--max-upload-mb", default=256.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Largest upload.")
+@click.option("--user-quota-mb", default=2048.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Uploads one user may keep.")
+@click.option("--user-jobs", default=20, show_default=True, type=click.IntRange(1),
+              help="Queued or running jobs one user may have.")
+@click.option("--job-memory-mb", default=None, type=click.IntRange(64),
+              help="Address-space limit of each job process.  [default: none]")
+@click.option("--job-timeout-s", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Wall-clock limit of each job.  [default: none]")
+@click.pass_context
+def service(ctx: click.Context, db: Path, host: str, port: int, data_dir: Path | None,
+            endpoints: tuple[str, ...], allowed_hosts: tuple[str, ...], workers: int,
+            max_upload_mb: float, user_quota_mb: float, user_jobs: int,
+            job_memory_mb: int | None, job_timeout_s: float | None) -> None:
+    """Serve jobs (/v1/jobs), uploads (/v1/files) and the labelling page (/label).
 
-    Jobs take the options of their CLI command and run as CLI processes on --db, so they
-    share its request ledger; a restarted service resumes unfinished jobs. The API is
-    described at /openapi.json.
+    Every request needs a token (`rlaif service token create`). Jobs take the options of
+    their CLI command and run as CLI processes on --db, so they share its request ledger; a
+    restarted service resumes unfinished jobs. The API is described at /openapi.json.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     import uvicorn
 
-    from align.service.app import create_app, key_hash
+    from align.service.app import create_app
+    from align.service.context import Settings
+    from align.service.endpoints import endpoint_table
 
     env = dict(os.environ)
-    digest = None
-    if api_key_env:
-        key = env.pop(api_key_env, None)
-        if not key:
-            raise UserInputError(f"--api-key-env {api_key_env}: the variable is not set or empty")
-        digest = key_hash(key)
-        os.environ.pop(api_key_env, None)
-        del key
-    elif not is_loopback(host):
-        raise UserInputError(
-            f"--host {host} is reachable from other machines: give --api-key-env NAME so "
-            "every request must carry a key (or bind 127.0.0.1)")
+    table = endpoint_table(list(endpoints), env)
+    for endpoint in table.values():  # keys live in the service's memory only from here on
+        if endpoint.key_env:
+            os.environ.pop(endpoint.key_env, None)
+            env.pop(endpoint.key_env, None)
     store.open_db(db).close()
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
+    hosts = {bound_host.lower(), *(h.lower() for h in allowed_hosts)}
+    if is_loopback(host):
+        hosts |= {"127.0.0.1", "localhost", "::1"}
+    settings = Settings(
+        data_dir=(data_dir or db.with_name(db.name + ".data")).resolve(), workers=workers,
+        hosts=frozenset(hosts), upload_bytes=int(max_upload_mb * 2**20),
+        user_bytes=int(user_quota_mb * 2**20), user_jobs=user_jobs,
+        job_memory_bytes=job_memory_mb * 2**20 if job_memory_mb else None,
+        job_seconds=job_timeout_s)
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    click.echo(f"service: http://{shown}:{bound_port} (db {db}, {workers} workers"
-               f"{', API key required' if digest else ''})", err=True)
+    click.echo(f"service: http://{shown}:{bound_port} (db {db}, {workers} workers, endpoints "
+               f"{', '.join(sorted(table))}; every request needs a token)", err=True)
     sys.stderr.flush()
-    app = create_app(db, workers=workers, key_digest=digest, env=env)
+    app = create_app(db, settings, env=env, endpoints=table)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=10, proxy_headers=False)
+                            timeout_graceful_shutdown=10, proxy_headers=False,
+                            timeout_keep_alive=5, limit_concurrency=512,
+                            h11_max_incomplete_event_size=64 * 1024)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+@service.group("token")
+def token() -> None:
+    """Create, list and revoke the tokens people and programs use the service with."""
+
+
+@token.command("create")
+@db_option("Project database the service runs on.")
+@click.option("--name", required=True, help="Who the token is for (unique, case-insensitive).")
+@click.option("--role", required=True, type=click.Choice(["admin", "operator", "annotator"]),
+              help="admin: users, instructions, gold; operator: jobs and queues; annotator: "
+                   "labels.")
+def token_create(db: Path, name: str, role: str) -> None:
+    """Make a token; it is printed once, as the last line (only its hash is kept)."""
+    from align.service.users import create_token
+
+    user, secret = create_token(store.open_db(db), name, role)
+    click.echo(f"token for {user.name} ({user.role}); keep it secret, it is shown once:",
+               err=True)
+    click.echo(secret)
+
+
+@token.command("revoke")
+@db_option("Project database the service runs on.")
+@click.option("--id", "token_id", default=None, help="The token id (from `token list`).")
+@click.option("--name", default=None, help="Revoke every token and session of this user.")
+def token_revoke(db: Path, token_id: str | None, name: str | None) -> None:
+    """Revoke a token (or all of a user's); it stops working on the next request."""
+    from align.service.users import revoke
+
+    if (token_id is None) == (name is None):
+        raise UserInputError("give exactly one of --id TOKEN_ID or --name NAME")
+    count = revoke(store.open_db(db), token_id=token_id, name=name)
+    if not count:
+        raise UserInputError(f"{'--id ' + token_id if token_id else '--name ' + str(name)}: "
+                             "no live token")
+    click.echo(f"revoked {count} token(s)", err=True)
+
+
+@token.command("list")
+@db_option("Project database the service runs on.")
+def token_list(db: Path) -> None:
+    """The tokens: id, user, role, created, revoked (never the secrets)."""
+    from align.service.users import list_tokens
+
+    for row in list_tokens(store.open_db(db)):
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["created_at"]))
+        click.echo(f"{row['id']}\t{row['name']}\t{row['role']}\t{created}"
+                   f"\t{'revoked' if row['revoked'] else 'live'}")
+
+
+@service.command("audit")
+@db_option("Project database the service runs on.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1),
+              help="The most recent this many requests.")
+def audit(db: Path, limit: int) -> None:
+    """Who changed what through the service, and with what outcome (newest last)."""
+    if not db.is_file():
+        raise UserInputError(f"{db}: no such database")
+    rows = store.load_page(store.open_db(db), store.tables.SERVICE_AUDIT, "at DESC, rowid DESC",
+                           limit)
+    for row in reversed(rows):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["at"]))
+        click.echo(f"{when}\t{row['user_name'] or '-'}\t{row['role'] or '-'}\t"
+                   f"{row['method']} {row['path']}\t{row['target'] or '-'}\t{row['status']}")
 
 
 @click.command("label-queue")

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from align.labeling.votes import LabelBoard
-from align.service.jobs import JobRunner
+from align.service.endpoints import Endpoint
+from align.service.jobs import JobLimits, JobRunner
 from datagen import store
 
 
@@ -23,18 +24,43 @@ class Problem(BaseModel):
     detail: str
 
 
+def problem(description: str) -> dict[str, Any]:
+    """An error response as documented: JSON ``{"detail": ...}`` whatever the route serves."""
+    return {"description": description, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"detail": {}}, "required": ["detail"]}}}}
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing or wrong API key"}}
+    401: problem("Missing, wrong or revoked token"),
+    403: problem("The token's role may not do this")}
 BODY: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "The body is not readable JSON"}}
 
 
-class Service:
-    """What the routes share: the database thread, the job runner and the label board."""
+class Settings(BaseModel):
+    """The service's limits and places, set at start (`rlaif service` options)."""
 
-    def __init__(self, db_path: Path, workers: int, env: dict[str, str]) -> None:
+    data_dir: Path
+    workers: int = 2
+    hosts: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
+    upload_bytes: int = Field(default=256 << 20, description="Largest upload")
+    user_bytes: int = Field(default=2 << 30, description="Uploads one user may keep")
+    user_jobs: int = Field(default=20, description="Queued or running jobs one user may have")
+    job_memory_bytes: int | None = Field(default=None, description="RLIMIT_AS of a job")
+    job_seconds: float | None = Field(default=None, description="Wall-clock limit of a job")
+
+
+class Service:
+    """What the routes share: the database thread, the job runner, the label board and the
+    settings."""
+
+    def __init__(self, db_path: Path, settings: Settings, env: dict[str, str],
+                 endpoints: dict[str, Endpoint]) -> None:
         self.db = store.DBThread(db_path)
-        self.runner = JobRunner(self.db, db_path, workers, env)
+        self.settings = settings
+        self.runner = JobRunner(
+            self.db, db_path, settings.data_dir, settings.workers, env, endpoints,
+            JobLimits(settings.job_memory_bytes, settings.job_seconds))
         self.board: LabelBoard | None = None
 
     async def start(self) -> None:

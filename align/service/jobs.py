@@ -6,7 +6,10 @@ ledger with every CLI run: what one of them paid for, the other reads back. Jobs
 ``jobs`` table; a service killed at any moment and started again puts unfinished jobs back in
 its queue, and their second run answers from the ledger whatever the first one finished. A job
 process dies with the service (``PR_SET_PDEATHSIG`` on Linux), so a killed service leaves no job
-running behind.
+running behind. A job runs in its own workspace with an environment built from an allow-list
+plus its endpoint's URL and key (``align.service.endpoints``), under a memory limit
+(``RLIMIT_AS``, set in the child) and a wall-clock limit; a job over either fails with a
+message saying so and the service carries on.
 """
 
 from __future__ import annotations
@@ -14,17 +17,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from align.service.endpoints import Endpoint, child_env
 from align.service.kinds import KINDS, TERMINAL
-from align.service.workspace import batch_keys, build_argv, checked_batch_keys
+from align.service.workspace import JobOptionError, batch_keys, build_argv, checked_batch_keys
 from datagen import store
 from datagen.processes import die_with_parent
 from datagen.store.tables import JOBS
@@ -51,6 +56,16 @@ def list_jobs(db: Any) -> list[dict[str, Any]]:
     return store.load_rows(db, JOBS, order_by="created_at")
 
 
+def page_jobs(db: Any, limit: int, offset: int = 0, **equals: Any) -> list[dict[str, Any]]:
+    """One page of jobs, oldest first, matching the given columns (owner, status)."""
+    return store.load_page(db, JOBS, "created_at, rowid", limit, offset, **equals)
+
+
+def waiting_jobs(db: Any, owner: str) -> int:
+    """How many of a user's jobs are queued or running."""
+    return sum(store.count_rows(db, JOBS, owner=owner, status=s) for s in ("queued", "running"))
+
+
 def unfinished_jobs(db: Any) -> list[dict[str, Any]]:
     """Jobs queued or left running (by a service that stopped), oldest first."""
     return [j for j in list_jobs(db) if j["status"] not in TERMINAL]
@@ -59,22 +74,44 @@ def unfinished_jobs(db: Any) -> list[dict[str, Any]]:
 # --- running --------------------------------------------------------------------------------------
 
 
+class JobLimits:
+    """What one job process may use: address space in bytes and wall-clock seconds."""
+
+    def __init__(self, memory_bytes: int | None = None, seconds: float | None = None) -> None:
+        self.memory_bytes, self.seconds = memory_bytes, seconds
+
+
+def limited_preexec(memory_bytes: int | None) -> Callable[[], None]:
+    """A ``preexec_fn``: die with the service, and cap the child's address space."""
+    die = die_with_parent()
+
+    def hook() -> None:
+        if die is not None:
+            die()
+        if memory_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+
+    return hook
+
+
 class JobRunner:
     """Runs queued jobs in K workers, one CLI process each."""
 
-    def __init__(
-        self, db: store.DBThread, db_path: Path, workers: int, env: dict[str, str]
-    ) -> None:
+    def __init__(self, db: store.DBThread, db_path: Path, data_dir: Path, workers: int,
+                 env: dict[str, str], endpoints: dict[str, Endpoint],
+                 limits: JobLimits | None = None) -> None:
         self.db = db
         self.db_path = db_path
-        self.jobs_dir = db_path.with_name(db_path.name + ".jobs")
+        self.jobs_dir = data_dir / "jobs"
         self.workers = workers
         self.env = env
+        self.endpoints = endpoints
+        self.limits = limits or JobLimits()
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self._keys: dict[str, list[str]] = {}
         self._tasks: list[asyncio.Task] = []
-        self._preexec = die_with_parent()
+        self._preexec = limited_preexec(self.limits.memory_bytes)
 
     async def start(self) -> None:
         """Requeue unfinished jobs (oldest first) and start the workers."""
@@ -93,16 +130,35 @@ class JobRunner:
                 await self.db.call(put_job, job | {"status": "queued", "pid": None})
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def submit(self, kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    def endpoint(self, name: str, options: dict[str, Any]) -> Endpoint:
+        """The named endpoint a job asks for, checking the model against its list."""
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            raise JobOptionError("endpoint", f"no endpoint {name!r} (this service has "
+                                             f"{', '.join(sorted(self.endpoints))})", name)
+        model = options.get("model", options.get("--model"))
+        if endpoint.models is not None and model is not None and model not in endpoint.models:
+            raise JobOptionError("model", f"endpoint {name!r} serves "
+                                          f"{', '.join(endpoint.models)}", model)
+        return endpoint
+
+    async def submit(self, kind: str, options: dict[str, Any], owner: str = "",
+                     endpoint: str = "default", files: dict[str, Path] | None = None
+                     ) -> dict[str, Any]:
         """Validate and queue a job; raise JobOptionError naming what the CLI would refuse."""
+        self.endpoint(endpoint, options)
         job_id = "job-" + uuid.uuid4().hex[:16]
         job_dir = self.jobs_dir / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         try:
             argv, output = await asyncio.to_thread(
-                build_argv, kind, options, job_dir, self.db_path)
+                build_argv, kind, options, job_dir, self.db_path, files)
             if kind == "batch":
                 self._keys[job_id] = await asyncio.to_thread(checked_batch_keys, argv)
+        except JobOptionError as exc:  # name paths as the caller does: inside the workspace
+            _remove_tree(job_dir)
+            raise JobOptionError(exc.name, exc.message.replace(
+                str(job_dir.resolve()) + os.sep, ""), exc.value) from None
         except BaseException:
             _remove_tree(job_dir)
             raise
@@ -113,7 +169,7 @@ class JobRunner:
                "output": str(output) if output else None, "job_dir": str(job_dir),
                "pid": None, "runs": 0, "cancel_requested": False, "created_at": now,
                "started_at": None, "finished_at": None, "ledger_start": None,
-               "ledger_end": None}
+               "ledger_end": None, "owner": owner, "endpoint": endpoint}
         await self.db.call(put_job, row)
         self.queue.put_nowait(job_id)
         return row
@@ -176,17 +232,20 @@ class JobRunner:
         start = job["ledger_start"] or json.dumps(await self.db.call(store.ledger_totals))
         job = job | {"status": "running", "runs": job["runs"] + 1, "ledger_start": start,
                      "started_at": job["started_at"] or time.time()}
+        endpoint = self.endpoints.get(job.get("endpoint") or "default")
+        if endpoint is None:
+            raise LookupError(f"endpoint {job.get('endpoint')!r} is no longer configured")
         with (job_dir / "log.txt").open("ab") as log:
             log.write(f"--- run {job['runs']} at {time.ctime()}\n".encode())
             log.flush()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "align.cli", *argv, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-                preexec_fn=self._preexec)
+                stdout=log, stderr=subprocess.STDOUT, env=child_env(self.env, endpoint),
+                cwd=job_dir, start_new_session=True, preexec_fn=self._preexec)
         self.procs[job["id"]] = proc
         try:
             await self.db.call(put_job, job | {"pid": proc.pid})
-            code = await proc.wait()
+            code, error = await self._wait(proc, job_dir / "log.txt")
         finally:
             self.procs.pop(job["id"], None)
         latest = await self.db.call(get_job, job["id"]) or job
@@ -195,16 +254,34 @@ class JobRunner:
         end = json.dumps(await self.db.call(store.ledger_totals))
         await self.db.call(put_job, latest | {
             "status": status, "exit_code": code, "pid": None, "finished_at": time.time(),
-            "error": None if code == 0 else _last_line(job_dir / "log.txt"), "ledger_end": end})
+            "error": error, "ledger_end": end})
+
+    async def _wait(self, proc: asyncio.subprocess.Process, log: Path) -> tuple[int, str | None]:
+        """The job's exit status and error, ending it when it runs past its time limit."""
+        try:
+            code = await asyncio.wait_for(proc.wait(), self.limits.seconds)
+        except TimeoutError:
+            await self._end_process(proc)
+            return proc.returncode or -9, (f"the job ran past its time limit of "
+                                           f"{self.limits.seconds:g} s and was stopped")
+        if code == 0:
+            return 0, None
+        last = _last_line(log)
+        if self.limits.memory_bytes is not None and _ran_out_of_memory(log):
+            return code, (f"the job ran out of its memory limit of "
+                          f"{self.limits.memory_bytes >> 20} MiB ({last})")
+        return code, last
 
     # --- reporting ------------------------------------------------------------------------------
 
     async def describe(self, job: dict[str, Any], counts: bool = True) -> dict[str, Any]:
-        """A job as the API shows it: status, options, times, counts, tokens and cost."""
-        out = {k: job[k] for k in ("id", "kind", "status", "exit_code", "error", "output",
-                                   "runs", "created_at", "started_at", "finished_at")}
+        """A job as the API shows it: status, options, times, counts, tokens and cost (paths
+        shown relative to the job's workspace)."""
+        out = summary(job)
         out["options"] = json.loads(job["options"])
-        out["argv"] = ["rlaif", *json.loads(job["command"]), *json.loads(job["argv"])]
+        out["argv"] = ["rlaif", *json.loads(job["command"]),
+                       *(_relative(a, job["job_dir"]) for a in json.loads(job["argv"]))]
+        out["output"] = _relative(job["output"], job["job_dir"]) if job["output"] else None
         if counts:
             out.update(await self._progress(job))
         return out
@@ -253,16 +330,35 @@ class JobRunner:
         }
 
     async def results(self, job: dict[str, Any]) -> AsyncIterator[bytes] | None:
-        """The job's results as JSONL chunks: its output file, or its kind's table; None when
-        there is nothing to read yet."""
+        """The job's results as JSONL chunks: its output file (a regular file inside its
+        workspace, checked again now), or its kind's table; None when there is nothing to
+        read yet."""
         output = Path(job["output"]) if job["output"] else None
-        if output is not None and output.is_file():
+        if output is not None and _inside_regular(output, Path(job["job_dir"])):
             return _file_chunks(output)
         table = KINDS[job["kind"]].table
         if table and job["status"] in TERMINAL:
             rows = await self.db.call(store.load_rows, table)
             return _row_chunks(rows)
         return None
+
+
+def summary(job: dict[str, Any]) -> dict[str, Any]:
+    """What a job list shows of a job: no options, argv or paths."""
+    return {k: job.get(k) for k in ("id", "kind", "status", "exit_code", "error", "runs",
+                                    "created_at", "started_at", "finished_at", "endpoint")}
+
+
+def _relative(value: str, job_dir: str) -> str:
+    """A path inside the workspace as the caller named it (relative); other values as is."""
+    root = str(Path(job_dir).resolve())
+    return value[len(root) + 1:] if value.startswith(root + os.sep) else value
+
+
+def _inside_regular(path: Path, job_dir: Path) -> bool:
+    """Whether ``path`` is a regular file inside ``job_dir`` after following symlinks."""
+    resolved = path.resolve()
+    return resolved.is_relative_to(job_dir.resolve()) and resolved.is_file()
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -280,6 +376,18 @@ async def _row_chunks(rows: list[dict[str, Any]]) -> AsyncIterator[bytes]:
 def _count_lines(path: Path) -> int:
     with path.open("rb") as fh:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 16), b""))
+
+
+OUT_OF_MEMORY = ("MemoryError", "Memory allocation", "failed to map segment",
+                 "Cannot allocate memory", "bad_alloc", "out of memory")
+
+
+def _ran_out_of_memory(log: Path) -> bool:
+    """Whether the end of a job's log shows an allocation that failed."""
+    with log.open("rb") as fh:
+        fh.seek(max(0, log.stat().st_size - 8192))
+        tail = fh.read().decode(errors="replace")
+    return any(sign in tail for sign in OUT_OF_MEMORY)
 
 
 def _last_line(path: Path) -> str | None:

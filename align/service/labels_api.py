@@ -1,10 +1,15 @@
 """The human labelling routes of `rlaif service` (``/label``): the page, its API and the stats.
 
 ``/label`` is plain HTML and a small script, every model-written text put on the page as
-text, never as markup, under a content security policy that allows no inline script. Each
-route is a plain function that gets the ``Service`` as a dependency and raises
-``HTTPException`` for what it refuses. The queue, votes and agreement are
-``align.labeling``.
+text, never as markup, under a content security policy that allows no inline script. A person
+logs in on the page with their token once (``POST /label/api/login``), which sets a session
+cookie (HttpOnly, SameSite=Strict), so no secret is ever in a URL. Labelling is honest by
+construction: a vote is stored under the logged-in user (a body naming an annotator is
+refused), an annotator is shown only the next item and their own progress (never gold
+answers, others' votes, agreement or their gold accuracy), and gold items, instructions and
+queue thresholds are the admin's. Each route is a plain function that gets the ``Service``
+and the caller's ``User`` as dependencies and raises ``HTTPException`` for what it refuses.
+The queue, votes and agreement are ``align.labeling``.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from align.labeling import pages as label_pages
 from align.labeling.queue import QueueItem, Vote, enqueue, instructions, put_setting, queue_item
+from align.service.auth import SESSION_COOKIE, allow, current_user, presented_secret
 from align.service.context import BODY, ERRORS, Problem, Service
 from align.service.jobs_api import ON_SERVICE
+from align.service.users import SESSION_S, User, authenticate, issue_token, revoke
 from datagen.errors import UserInputError
 from judges.pairs import prompt_text
 
@@ -30,7 +37,10 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "form-action 'self'")
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
                 "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
-ANNOTATOR = Query(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+ANYONE = Depends(current_user)
+ANNOTATOR = Depends(allow("annotator"))
+OPERATOR = Depends(allow("operator"))
+ADMIN = Depends(allow())
 
 
 class ItemOut(BaseModel):
@@ -52,10 +62,11 @@ class NextOut(BaseModel):
 
 
 class VoteIn(BaseModel):
+    """A vote; who casts it is the logged-in user (a body naming anyone is refused)."""
+
     model_config = ConfigDict(extra="forbid")
 
     item_id: str = Field(min_length=1, max_length=64)
-    annotator: str = Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
     choice: Literal["a", "b", "tie", "fail", "rank"]
     ranking: list[int] | None = Field(default=None, max_length=26)
     note: str = Field(default="", max_length=4000)
@@ -86,51 +97,102 @@ class ItemsOut(BaseModel):
     added: int
 
 
-async def label_page() -> Any:
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=200)
+
+
+class Me(BaseModel):
+    name: str
+    role: str
+
+
+async def label_page(user: User = ANYONE) -> Any:
     """The labelling page."""
     return FileResponse(STATIC / "label.html", headers=PAGE_HEADERS)
 
 
+async def login_page() -> Any:
+    """The labelling page before login (it shows the login form)."""
+    return FileResponse(STATIC / "label.html", headers=PAGE_HEADERS)
+
+
+async def login(body: LoginIn, response: Response, service: Service = ON_SERVICE) -> Any:
+    """Log in with a token: a session cookie (HttpOnly, SameSite=Strict) for the page."""
+    user = await service.db.call(authenticate, body.token)
+    if user is None:
+        raise HTTPException(401, "wrong or revoked token")
+    session = await service.db.call(issue_token, user, "session", SESSION_S)
+    response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_S, path="/", httponly=True,
+                        samesite="strict")
+    return {"name": user.name, "role": user.role}
+
+
+async def logout(request: Request, response: Response, service: Service = ON_SERVICE,
+                 user: User = ANYONE) -> Any:
+    """End the page session of this cookie."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    secret, by_cookie = presented_secret(headers)
+    if secret and by_cookie:
+        await service.db.call(revoke, None, None, secret)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return {"name": user.name, "role": user.role}
+
+
+async def me(user: User = ANYONE) -> Any:
+    """Who the token or session belongs to."""
+    return {"name": user.name, "role": user.role}
+
+
 async def label_script() -> Any:
+    """The page script (public: the login form needs it)."""
     return FileResponse(STATIC / "label.js", media_type="text/javascript",
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
-async def instructions_page(service: Service = ON_SERVICE) -> Any:
-    """The annotator instructions, editable by the team."""
+async def instructions_page(service: Service = ON_SERVICE, user: User = ANYONE) -> Any:
+    """The annotator instructions (editable by an admin)."""
     text = await service.db.call(instructions)
-    return HTMLResponse(label_pages.instructions_page(text), headers=PAGE_HEADERS)
+    return HTMLResponse(label_pages.instructions_page(text, user.role == "admin"),
+                        headers=PAGE_HEADERS)
 
 
-async def stats_page(service: Service = ON_SERVICE) -> Any:
+async def stats_page(service: Service = ON_SERVICE, user: User = OPERATOR) -> Any:
     """Agreement between annotators (Fleiss' and mean pairwise Cohen's kappa) and between
     the judge and the human consensus, with a calibration plot."""
     stats = await service.on_board("stats")
     return HTMLResponse(label_pages.stats_page(stats), headers=PAGE_HEADERS)
 
 
-async def get_instructions(service: Service = ON_SERVICE) -> Any:
+async def get_instructions(service: Service = ON_SERVICE, user: User = ANYONE) -> Any:
+    """The annotator instructions."""
     return {"text": await service.db.call(instructions)}
 
 
-async def put_instructions(body: InstructionsBody, service: Service = ON_SERVICE) -> Any:
+async def put_instructions(body: InstructionsBody, service: Service = ON_SERVICE,
+                           user: User = ADMIN) -> Any:
+    """Replace the annotator instructions (admins)."""
     await service.db.call(put_setting, "instructions", body.text)
     return {"text": body.text}
 
 
-async def next_item(annotator: str = ANNOTATOR, service: Service = ON_SERVICE) -> Any:
-    """The next item for this annotator (null when the queue has nothing for them)."""
+async def next_item(service: Service = ON_SERVICE, user: User = ANNOTATOR) -> Any:
+    """Your next item (null when the queue has nothing for you) and your progress."""
     item, progress = await service.db.call(
-        lambda _db: (service.board.next_item(annotator), service.board.progress(annotator)))
+        lambda _db: (service.board.next_item(user.name), service.board.progress(user.name)))
     shown = None if item is None else {"id": item.id, "prompt": prompt_text(item.prompt),
                                        "responses": item.responses}
     return {"item": shown, "progress": progress}
 
 
-async def vote(body: VoteIn, service: Service = ON_SERVICE) -> Any:
-    """Store a vote (the annotator's earlier vote on the item is replaced)."""
+async def vote(body: VoteIn, request: Request, service: Service = ON_SERVICE,
+               user: User = ANNOTATOR) -> Any:
+    """Store your vote (your earlier vote on the item is replaced, nobody else's)."""
+    request.state.audit_target = body.item_id
     try:
-        progress = await service.on_board("record", Vote(**body.model_dump()))
+        progress = await service.on_board("record",
+                                          Vote(annotator=user.name, **body.model_dump()))
     except KeyError:
         raise HTTPException(404, f"no item {body.item_id!r}") from None
     except ValueError as exc:
@@ -139,8 +201,11 @@ async def vote(body: VoteIn, service: Service = ON_SERVICE) -> Any:
     return {"stored": True, "progress": progress}
 
 
-async def add_items(body: ItemsIn, service: Service = ON_SERVICE) -> Any:
-    """Put pairs (and hidden gold pairs) on the queue."""
+async def add_items(body: ItemsIn, service: Service = ON_SERVICE,
+                    user: User = OPERATOR) -> Any:
+    """Put pairs on the queue (and, for an admin, hidden gold pairs)."""
+    if body.gold and user.role != "admin":
+        raise HTTPException(403, "only an admin adds gold items")
     try:
         items = _queue_items(body)
     except UserInputError as exc:
@@ -149,12 +214,12 @@ async def add_items(body: ItemsIn, service: Service = ON_SERVICE) -> Any:
     return {"added": await service.db.call(enqueue, items)}
 
 
-async def stats(service: Service = ON_SERVICE) -> dict[str, Any]:
+async def stats(service: Service = ON_SERVICE, user: User = OPERATOR) -> dict[str, Any]:
     """The numbers behind /label/stats, as JSON."""
     return await service.on_board("stats")
 
 
-async def export(service: Service = ON_SERVICE) -> Any:
+async def export(service: Service = ON_SERVICE, user: User = OPERATOR) -> Any:
     """Every queued pair with its votes and ``human`` consensus label, as JSONL."""
     await service.on_board("refresh")
     rows = await service.on_board("export")
@@ -175,6 +240,12 @@ def label_routes() -> APIRouter:
     """The /label routes."""
     router = APIRouter(prefix="/label", tags=["labels"], responses=ERRORS)
     router.add_api_route("", label_page, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/login", login_page, methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/api/login", login, methods=["POST"], response_model=Me,
+                         responses={**BODY, 401: {"model": Problem,
+                                                  "description": "Wrong or revoked token"}})
+    router.add_api_route("/api/logout", logout, methods=["POST"], response_model=Me)
+    router.add_api_route("/api/me", me, methods=["GET"], response_model=Me)
     router.add_api_route("/label.js", label_script, methods=["GET"],
                          response_class=FileResponse)
     router.add_api_route("/instructions", instructions_page, methods=["GET"],

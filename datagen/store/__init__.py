@@ -34,7 +34,15 @@ from datagen.store.ledger import (
     ledger_lookup,
     ledger_totals,
 )
-from datagen.store.rows import count_rows, declared_table, load_columns, load_rows, save_rows
+from datagen.store.rows import (
+    count_rows,
+    declared_table,
+    load_columns,
+    load_page,
+    load_rows,
+    save_rows,
+    sum_column,
+)
 from datagen.store.runs import finish_run, get_run, start_run
 
 __all__ = [
@@ -42,7 +50,7 @@ __all__ = [
     "declared_table",
     "finish_run", "get_run", "hosted_add_job", "hosted_ingest", "hosted_job_requests",
     "hosted_jobs", "hosted_open_jobs", "hosted_update_job", "ledger_add_pending",
-    "ledger_finish", "ledger_lookup",
-    "ledger_totals", "load_columns", "load_rows", "migrate", "open_db", "save_rows",
-    "start_run", "table_columns", "table_names", "tables", "transaction",
+    "ledger_finish", "ledger_lookup", "ledger_totals", "load_columns", "load_page", "load_rows",
+    "migrate", "open_db", "save_rows", "start_run", "sum_column", "table_columns",
+    "table_names", "tables", "transaction",
 ]

@@ -103,6 +103,28 @@ def load_rows(
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def load_page(db: Database, table: str, order_by: str, limit: int, offset: int = 0,
+              **equals: Any) -> list[dict[str, Any]]:
+    """One page of the rows of ``table`` matching the given column values, in ``order_by``
+    (SQL) order."""
+    if not _exists(db, table):
+        return []
+    where = f" WHERE {_where(equals)}" if equals else ""
+    cursor = db.execute(f"SELECT * FROM {quote(table)}{where} ORDER BY {order_by} "
+                        "LIMIT ? OFFSET ?", [*equals.values(), limit, offset])
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def sum_column(db: Database, table: str, column: str, **equals: Any) -> float:
+    """The sum of a numeric column over the rows matching the given column values."""
+    if not _exists(db, table):
+        return 0
+    where = f" WHERE {_where(equals)}" if equals else ""
+    return db.execute(f"SELECT COALESCE(SUM({quote(column)}), 0) FROM {quote(table)}{where}",
+                      list(equals.values())).fetchone()[0]
+
+
 def count_rows(db: Database, table: str, **equals: Any) -> int:
     """Number of rows of ``table`` matching the given column values."""
     if not _exists(db, table):

@@ -144,6 +144,33 @@ HOSTED_BATCHES = Table(t.HOSTED_BATCHES, (
     Column("created_at", float, not_null=True), Column("updated_at", float, not_null=True),
 ), key="job")
 LEDGER_BATCH_COLUMNS = _cols("via:str batch_job:str batch_id:str request_id:str")
+# The service's access control (users, roles, hashed tokens), uploads and audit, and the
+# columns they brought to older tables (each job's owner and endpoint; the share of votes on a
+# pair's top choice).
+SERVICE_ADDS = (*((t.JOBS, c) for c in _cols("owner:str endpoint:str")),
+                (t.LABEL_CONSENSUS, Column("agreement", float)))
+SERVICE_USERS = Table(t.SERVICE_USERS, (
+    Column("id", str, not_null=True), Column("name", str, not_null=True),
+    Column("role", str, not_null=True), Column("created_at", float, not_null=True),
+), indexes=("name",))
+SERVICE_TOKENS = Table(t.SERVICE_TOKENS, (
+    Column("hash", str, not_null=True), Column("id", str, not_null=True),
+    Column("user_id", str, not_null=True), Column("kind", str, not_null=True),
+    Column("created_at", float, not_null=True), Column("expires_at", float),
+    Column("revoked_at", float),
+), key="hash", indexes=("id", "user_id"))
+SERVICE_FILES = Table(t.SERVICE_FILES, (
+    Column("id", str, not_null=True), Column("owner", str, not_null=True),
+    Column("filename", str, not_null=True), Column("bytes", int, not_null=True),
+    Column("sha256", str, not_null=True), Column("path", str, not_null=True),
+    Column("job_id", str), Column("created_at", float, not_null=True),
+), indexes=("owner",))
+SERVICE_AUDIT = Table(t.SERVICE_AUDIT, (
+    Column("id", str, not_null=True), Column("at", float, not_null=True),
+    Column("user_name", str), Column("role", str), Column("method", str, not_null=True),
+    Column("path", str, not_null=True), Column("target", str),
+    Column("status", int, not_null=True), Column("client", str),
+), indexes=("at",))
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_requests", (REQUESTS,)),
@@ -159,6 +186,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0010_labels", (LABEL_SETTINGS, LABEL_ITEMS, LABEL_VOTES, LABEL_CONSENSUS)),
     Migration("0011_hosted_batches", (HOSTED_BATCHES,),
               adds=tuple((t.REQUESTS, column) for column in LEDGER_BATCH_COLUMNS)),
+    Migration("0012_service_access", (SERVICE_USERS, SERVICE_TOKENS, SERVICE_FILES,
+                                      SERVICE_AUDIT), adds=SERVICE_ADDS),
 )
 
 

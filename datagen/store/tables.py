@@ -41,3 +41,9 @@ LABEL_ITEMS = "label_items"
 LABEL_SETTINGS = "label_settings"
 LABEL_VOTES = "label_votes"
 LABEL_CONSENSUS = "label_consensus"
+
+# rlaif service: who may use it, what they uploaded, what they changed
+SERVICE_USERS = "service_users"
+SERVICE_TOKENS = "service_tokens"
+SERVICE_FILES = "service_files"
+SERVICE_AUDIT = "service_audit"

@@ -1,11 +1,12 @@
 // The labelling page and the instructions editor of `rlaif service`.
 // Every text that came from a model or a person is put on the page with textContent, never
 // as markup, so a response holding <script> or <img onerror=...> shows as those characters.
+// Who labels is decided by the server from the session cookie set at login (HttpOnly: this
+// script never sees the token again), never by anything this script sends.
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const NAME_KEY = "rlaif.annotator";
   const PAIR_KEYS = { "1": "a", a: "a", "2": "b", b: "b", "3": "tie", t: "tie", "4": "fail", f: "fail" };
 
   async function api(path, options) {
@@ -22,13 +23,13 @@
   }
 
   function show(section) {
-    for (const id of ["login", "work", "done"]) $(id).hidden = id !== section;
+    for (const id of ["login", "work", "done", "other-role"]) $(id).hidden = id !== section;
   }
 
   // --- the labelling page -------------------------------------------------------------------
 
   function labelPage() {
-    const state = { annotator: null, item: null, choice: null, ranking: [], busy: false };
+    const state = { item: null, choice: null, ranking: [], busy: false };
 
     function progressText(p) {
       const mine = p.mine === undefined || p.mine === null ? "" : "you: " + p.mine + " labelled · ";
@@ -99,7 +100,7 @@
     async function loadNext() {
       setStatus("");
       try {
-        showItem(await api("/label/api/next?annotator=" + encodeURIComponent(state.annotator)));
+        showItem(await api("/label/api/next"));
       } catch (error) {
         setStatus("Could not load the next item: " + error.message);
       }
@@ -126,7 +127,6 @@
       const k = state.item.responses.length;
       const body = {
         item_id: state.item.id,
-        annotator: state.annotator,
         choice: state.choice === "fail" ? "fail" : k === 2 ? state.choice : "rank",
         ranking: k > 2 && state.choice !== "fail" ? state.ranking : null,
         note: $("note").value,
@@ -162,12 +162,15 @@
       }
     }
 
-    function start(name) {
-      state.annotator = name;
-      localStorage.setItem(NAME_KEY, name);
-      $("who").textContent = name;
+    function start(me) {
+      if (me.role === "operator") { $("other-name").textContent = me.name; show("other-role"); return; }
+      $("who").textContent = me.name;
       loadNext();
+      api("/label/api/instructions").then((data) => { $("instructions-text").textContent = data.text; })
+        .catch(() => { $("instructions-text").textContent = "(instructions could not be loaded)"; });
     }
+
+    function login() { show("login"); $("token-input").focus(); }
 
     document.querySelectorAll("[data-choice]").forEach((button) =>
       button.addEventListener("click", () => choose(button.dataset.choice)));
@@ -180,25 +183,35 @@
     });
     $("submit").addEventListener("click", submit);
     $("again").addEventListener("click", loadNext);
-    $("switch").addEventListener("click", () => { localStorage.removeItem(NAME_KEY); show("login"); $("annotator-input").focus(); });
-    $("login-form").addEventListener("submit", (event) => {
+    $("switch").addEventListener("click", async () => {
+      try { await api("/label/api/logout", { method: "POST" }); } catch (e) { /* logged out anyway */ }
+      login();
+    });
+    $("login-form").addEventListener("submit", async (event) => {
       event.preventDefault();
-      const name = $("annotator-input").value.trim();
-      if (name) start(name);
+      const token = $("token-input").value.trim();
+      $("token-input").value = "";
+      try {
+        const me = await api("/label/api/login", {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token: token }),
+        });
+        $("login-status").textContent = "";
+        if (location.pathname !== "/label") history.replaceState(null, "", "/label");
+        start(me);
+      } catch (error) {
+        $("login-status").textContent = "Not logged in: " + error.message;
+      }
     });
     document.addEventListener("keydown", onKey);
 
-    api("/label/api/instructions").then((data) => { $("instructions-text").textContent = data.text; })
-      .catch(() => { $("instructions-text").textContent = "(instructions could not be loaded)"; });
-
-    const fromUrl = new URLSearchParams(location.search).get("annotator");
-    const name = (fromUrl || localStorage.getItem(NAME_KEY) || "").trim();
-    if (name) start(name); else { show("login"); $("annotator-input").focus(); }
+    if (location.pathname === "/label/login") login();
+    else api("/label/api/me").then(start).catch(login);
   }
 
   // --- the instructions page ----------------------------------------------------------------
 
   function instructionsPage() {
+    if (!$("edit")) return;
     $("edit").addEventListener("click", () => {
       $("instructions-edit").value = $("instructions-text").textContent;
       $("editor").hidden = false;
