@@ -356,3 +356,16 @@ def test_self_instruct_rounds_through_hosted_batches_match_the_online_run(fake, 
     assert fake.creates >= 3 and len(fake.executed) == len(set(fake.executed))
     assert len(fake.executed) == len(online.requests)
     assert {r["via"] for r in store.load_rows(db, tables.REQUESTS)} == {"batch"}
+
+
+def test_an_endpoint_without_the_batch_api_is_one_line_and_exit_1(fake_llm, tmp_path):
+    # FakeOpenAI has no Files endpoint: it refuses the multipart upload with a 400
+    src = write_batch(tmp_path / "in.jsonl", 2)
+    done = rlaif(["batch", src, "-o", tmp_path / "o.jsonl", "--db", tmp_path / "d.db",
+                  "--hosted", "--base-url", fake_llm.base_url])
+    assert done.returncode == 1 and not (tmp_path / "o.jsonl").exists()
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert "hosted Batch API: upload: HTTP 400" in line and "rerun" in line
+    (job,) = store.hosted_jobs(store.open_db(tmp_path / "d.db"))  # kept for a rerun
+    assert job["status"] == "new" and job["input_file_id"] is None and not job["ingested"]
+    assert "Traceback" not in done.stderr
