@@ -369,3 +369,29 @@ def test_an_endpoint_without_the_batch_api_is_one_line_and_exit_1(fake_llm, tmp_
     (job,) = store.hosted_jobs(store.open_db(tmp_path / "d.db"))  # kept for a rerun
     assert job["status"] == "new" and job["input_file_id"] is None and not job["ingested"]
     assert "Traceback" not in done.stderr
+
+
+def test_constitutional_rounds_through_hosted_batches_match_the_online_run(fake, tmp_path):
+    # critique and revision rounds wait for the batch of the round before; an upstream 400
+    # comes back through the error file and is recorded as online
+    from fake_openai import FakeOpenAI
+    from test_constitutional import SCRIPT, SMALL, scripted, write, write_prompts
+
+    constitution = write(tmp_path / "c.yaml", SMALL)
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"id": k, "prompt": k} for k in SCRIPT])
+    fake.responder = scripted
+
+    def generate(base_url: str, name: str, *extra) -> list[dict]:
+        out = tmp_path / f"{name}.jsonl"
+        done = rlaif(["generate", "constitutional", "--prompts", prompts, "--constitution",
+                      constitution, "--db", tmp_path / f"{name}.db", "--base-url", base_url,
+                      "--max-retries", "0", "-o", out, *extra])
+        assert done.returncode == 1, done.stderr  # the "broken" prompt fails
+        fields = ("prompt_id", "status", "degenerate", "stopped_at", "initial", "final",
+                  "rounds", "refusals")
+        return [{k: row[k] for k in fields} for row in read_jsonl(out)]
+
+    hosted = generate(fake.base_url, "hosted", "--hosted", "--poll-interval", "0.02")
+    with FakeOpenAI(responder=scripted) as online:
+        assert hosted == generate(online.base_url, "online")
+    assert fake.creates >= 3 and len(fake.executed) == len(online.requests)
