@@ -1,15 +1,18 @@
 """The `rlaif` command: one click group whose subcommands live next to the code they drive.
 
 Commands are loaded lazily from the dict literals below, so `rlaif --help` and `rlaif batch`
-never import torch; each subcommand module is a thin parse -> call -> print layer.
+never import torch; each subcommand module is a thin parse -> call -> print layer. Every
+command's --help ends with examples, kept as data in ``align/cli_examples.yaml``.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from importlib import resources
 
 import click
+import yaml
 
 COMMANDS = {
     "batch": "datagen.batch.cli:batch",
@@ -64,9 +67,11 @@ EVAL_COMMANDS = {
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported only when used."""
 
-    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs) -> None:
+    def __init__(self, *args, lazy: dict[str, str] | None = None, words: str = "",
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = dict(lazy or {})
+        self.words = words  # this group's words under `rlaif` (keys of the examples file)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         present = {
@@ -78,8 +83,19 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
             module_name, attr = self.lazy[name].split(":")
-            return getattr(importlib.import_module(module_name), attr)
+            command = getattr(importlib.import_module(module_name), attr)
+            command.epilog = command.epilog or examples_epilog(f"{self.words} {name}".strip())
+            return command
         return super().get_command(ctx, name)
+
+
+def examples_epilog(words: str) -> str | None:
+    """The "Examples:" block that ends `rlaif WORDS --help` (None when the file has none)."""
+    text = (resources.files("align") / "cli_examples.yaml").read_text(encoding="utf-8")
+    examples = (yaml.safe_load(text) or {}).get(words)
+    if not examples:
+        return None
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,22 +104,22 @@ def main() -> None:
     """Make alignment data with LLMs and train on it."""
 
 
-@main.group(cls=LazyGroup, lazy=GENERATE_COMMANDS)
+@main.group(cls=LazyGroup, lazy=GENERATE_COMMANDS, words="generate")
 def generate() -> None:
     """Generate instruction data, responses or AI-feedback data."""
 
 
-@main.group(cls=LazyGroup, lazy=EXPORT_COMMANDS)
+@main.group(cls=LazyGroup, lazy=EXPORT_COMMANDS, words="export")
 def export() -> None:
     """Export stored rows as training datasets (JSONL or a Hugging Face dataset directory)."""
 
 
-@main.group(cls=LazyGroup, lazy=TRAIN_COMMANDS)
+@main.group(cls=LazyGroup, lazy=TRAIN_COMMANDS, words="train")
 def train() -> None:
     """Train a policy or reward model (TRL SFT/reward/DPO/GRPO/RLOO/online DPO, project PPO)."""
 
 
-@main.group(name="eval", cls=LazyGroup, lazy=EVAL_COMMANDS)
+@main.group(name="eval", cls=LazyGroup, lazy=EVAL_COMMANDS, words="eval")
 def evaluate() -> None:
     """Evaluate a reward model or a trained policy."""
 
