@@ -84,9 +84,18 @@ class LazyGroup(click.Group):
         if name in self.lazy:
             module_name, attr = self.lazy[name].split(":")
             command = getattr(importlib.import_module(module_name), attr)
-            command.epilog = command.epilog or examples_epilog(f"{self.words} {name}".strip())
+            attach_examples(command, f"{self.words} {name}".strip())
             return command
         return super().get_command(ctx, name)
+
+
+def attach_examples(command: click.Command, words: str) -> None:
+    """End the help of ``command`` (and of the commands of a plain click group) with its
+    examples."""
+    command.epilog = command.epilog or examples_epilog(words)
+    if isinstance(command, click.Group) and not isinstance(command, LazyGroup):
+        for name, sub in command.commands.items():
+            attach_examples(sub, f"{words} {name}")
 
 
 def examples_epilog(words: str) -> str | None:

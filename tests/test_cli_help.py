@@ -17,7 +17,7 @@ def parse_example(line: str) -> tuple[str, ...]:
     words = [w for w in shlex.split(line) if "=" not in w or w.startswith("-")]
     assert words[0] == "rlaif", line
     args, ctx, command, path = words[1:], click.Context(main), main, []
-    while isinstance(command, click.Group):
+    while isinstance(command, click.Group) and args and not args[0].startswith("-"):
         name, command, args = command.resolve_command(ctx, args)
         path.append(name)
         ctx = click.Context(command, parent=ctx, info_name=name)

@@ -20,11 +20,14 @@ from datagen.cli_checks import DatabasePath, ModelDir, OutputPath
 
 def walk(group: click.Group = main, path: tuple[str, ...] = ()
          ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
-    """(words, command) of every leaf command under ``group``."""
+    """(words, command) of every command under ``group`` (a group that runs on its own, like
+    `rlaif service`, is one too)."""
     ctx = click.Context(group)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
+            if command.invoke_without_command:
+                yield (*path, name), command
             yield from walk(command, (*path, name))
         else:
             yield (*path, name), command
