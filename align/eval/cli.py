@@ -21,13 +21,13 @@ from typing import Any
 import click
 
 from align.eval.heldout import constraint_eval, format_eval
-from align.eval.policies import Endpoint, Sampling, Source, parse_source, sample_answers, served
+from align.eval.policies import Sampling, answer, parse_source, served
 from align.eval.winrate import (
+    answer_both,
     build_pairs,
     check_constraints,
     format_table,
     merge_labels,
-    reference_sample_index,
     satisfaction_report,
     summarise,
     write_result,
@@ -35,31 +35,12 @@ from align.eval.winrate import (
 from datagen import store
 from datagen.cli_checks import ModelDir, db_option, output_option
 from datagen.connect import client_config, client_options, dump_options
-from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write, write_jsonl
-from datagen.responses.sample import PromptItem, Response, read_prompts
+from datagen.responses.sample import PromptItem, read_prompts
 from judges.constraints.ifeval.evaluate import bundled_prompts_path as bundled_ifeval_path
 from judges.constraints.ifeval.evaluate import read_ifeval_prompts
 from judges.setup import judge_options, judge_setup, provenance, run_judges
-
-
-def answer_both(sources: list[Source], prompts: list[PromptItem], sampling: Sampling,
-                options: dict[str, Any], db: Any) -> tuple[dict[str, list[Response]],
-                                                            list[Endpoint]]:
-    """Each side's answers (servers started for local models and stopped after)."""
-    answers: dict[str, list[Response]] = {}
-    with served(sources) as endpoints:
-        indices = (0, reference_sample_index(*sources, endpoints))
-        for source, endpoint, index in zip(sources, endpoints, indices, strict=True):
-            config = client_config(options, endpoint.base_url, model=endpoint.model)
-
-            async def go(config=config, endpoint=endpoint, index=index):
-                async with LLMClient(config, db) as client:
-                    return await sample_answers(client, prompts, endpoint.model, sampling, index)
-
-            answers[source.role] = run_async(go())
-    return answers, endpoints
 
 
 @click.command("winrate")
@@ -279,12 +260,7 @@ def _answer_ifeval(items: list[Any], policy: str, policy_model: str | None, samp
     database = store.open_db(db)
     with served([source]) as endpoints:
         config = client_config(options, endpoints[0].base_url, model=endpoints[0].model)
-
-        async def go() -> list[Response]:
-            async with LLMClient(config, database) as client:
-                return await sample_answers(client, prompts, endpoints[0].model, sampling)
-
-        answers = run_async(go())
+        (answers,) = answer(config, database, prompts, [sampling])
     failed = [a for a in answers if a.status != "ok"]
     if failed:
         click.echo(f"eval ifeval: {len(failed)} of {len(answers)} requests failed (first: "

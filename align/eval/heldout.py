@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from align.eval.intervals import wilson
-from align.eval.policies import Sampling, parse_source, sample_answers, served
+from align.eval.policies import Sampling, answer, parse_source, served
 from datagen import store
-from datagen.endpoint.client import ClientConfig, LLMClient, run_async
+from datagen.endpoint.client import ClientConfig
 from datagen.errors import UserInputError
-from datagen.responses.sample import PromptItem, Response, read_prompts
+from datagen.responses.sample import PromptItem, read_prompts
 
 
 def paired_bootstrap(base: list[float], other: list[float], rounds: int = 2000,
@@ -61,14 +61,9 @@ def sample_policy(model: str, prompts: list[Any], *, temperature: float, max_new
     with served([source]) as (endpoint,):
         config = ClientConfig(base_url=endpoint.base_url, model=endpoint.model,
                               concurrency=concurrency)
-
-        async def go() -> list[list[Response]]:
-            async with LLMClient(config, db) as client:
-                return [await sample_answers(client, items, endpoint.model, Sampling(
-                    temperature=temperature, max_tokens=max_new_tokens, seed=seed + k))
-                    for k in range(samples)]
-
-        runs = run_async(go())
+        runs = answer(config, db, items, [Sampling(temperature=temperature,
+                                                   max_tokens=max_new_tokens, seed=seed + k)
+                                          for k in range(samples)])
     failed = sum(r.status != "ok" for run in runs for r in run)
     texts = [[run[i].text if run[i].status == "ok" else "" for run in runs]
              for i in range(len(items))]

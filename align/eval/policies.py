@@ -11,13 +11,14 @@ from an old row. Seeded requests give the same answers on every run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from datagen.endpoint.client import CHAT_PATH, LLMClient, Request
+from datagen.endpoint.client import CHAT_PATH, ClientConfig, LLMClient, Request, run_async
 from datagen.endpoint.keys import request_key
 from datagen.errors import UserInputError
 from datagen.responses.sample import PromptItem, Response, as_messages
@@ -115,3 +116,15 @@ async def sample_answers(client: LLMClient, prompts: list[PromptItem], model: st
                  request_key=key)
         for (item, _, key), answer in zip(plan, answers, strict=True)
     ]
+
+
+def answer(config: ClientConfig, db: Any, prompts: list[PromptItem],
+           samplings: Sequence[Sampling], sample_index: int = 0) -> list[list[Response]]:
+    """Each sampling's answers to the prompts from the endpoint and model of ``config``
+    (one client for all), every request through the ledger in ``db``."""
+    async def go() -> list[list[Response]]:
+        async with LLMClient(config, db) as client:
+            return [await sample_answers(client, prompts, config.model, sampling, sample_index)
+                    for sampling in samplings]
+
+    return run_async(go())

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from align.eval.intervals import wilson
-from align.eval.policies import Endpoint, Source
+from align.eval.policies import Endpoint, Sampling, Source, answer, served
+from datagen.connect import client_config
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write, write_jsonl
 from datagen.responses.sample import PromptItem, Response
@@ -36,6 +37,19 @@ from judges.report import OUTCOME, length_controlled_win_rate
 
 SIDES = ("policy", "reference")
 BOOTSTRAP_ROUNDS = 1000
+
+
+def answer_both(sources: list[Source], prompts: list[PromptItem], sampling: Sampling,
+                options: dict[str, Any], db: Any) -> tuple[dict[str, list[Response]],
+                                                            list[Endpoint]]:
+    """Each side's answers (servers started for local models and stopped after)."""
+    answers: dict[str, list[Response]] = {}
+    with served(sources) as endpoints:
+        indices = (0, reference_sample_index(*sources, endpoints))
+        for source, endpoint, index in zip(sources, endpoints, indices, strict=True):
+            config = client_config(options, endpoint.base_url, model=endpoint.model)
+            (answers[source.role],) = answer(config, db, prompts, [sampling], index)
+    return answers, endpoints
 
 
 def reference_sample_index(policy: Source, reference: Source, endpoints: list[Endpoint]) -> int:
