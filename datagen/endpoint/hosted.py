@@ -31,7 +31,7 @@ from datagen import store
 from datagen.endpoint.batch_api import TERMINAL, BatchAPI
 from datagen.endpoint.completion import Completion, finish_row
 from datagen.endpoint.limits import cost_usd, estimate_split, price_for
-from datagen.endpoint.replies import error_message, parse_answer, usage_tokens
+from datagen.endpoint.replies import answer_or_none, error_message, usage_tokens
 
 if TYPE_CHECKING:
     from datagen.endpoint.client import ClientConfig, Stats
@@ -300,7 +300,7 @@ class HostedBatcher:
                               error_code=error.get("code") or "no_response", **common)
         status = int(response.get("status_code") or 0)
         body = response.get("body")
-        parsed = parse_answer(orjson.dumps(body), job["path"]) if status == 200 else None
+        parsed = answer_or_none(body, job["path"]) if status == 200 else None
         if parsed is None:
             return Completion(status="failed", status_code=status or None, error_body=body,
                               error=error_message(body, status),

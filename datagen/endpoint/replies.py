@@ -30,9 +30,13 @@ ANSWER_FIELD = {
 def parse_answer(raw: bytes, path: str) -> dict[str, Any] | None:
     """The JSON body of a successful reply to ``path``, or None when it is malformed."""
     try:
-        data = orjson.loads(raw)
+        return answer_or_none(orjson.loads(raw), path)
     except orjson.JSONDecodeError:
         return None
+
+
+def answer_or_none(data: Any, path: str) -> dict[str, Any] | None:
+    """``data`` when it is a successful body for ``path`` (an object with its answer list)."""
     if not isinstance(data, dict) or not isinstance(data.get(ANSWER_FIELD[path]), list):
         return None
     return data
