@@ -1,8 +1,11 @@
 """The endpoint client: the only package that speaks HTTP to a model.
 
 ``client`` holds ``LLMClient`` (concurrency, rate limits, retries, the ledger), ``_http`` the
-project's own HTTP/1.1 transport, ``limits`` token buckets and prices, ``keys`` how a request is
-named in the ledger, ``completion`` what one request returned. Callers import from here.
+project's own HTTP/1.1 transport (plain http), ``_httpx`` the httpx one (https and proxies),
+``limits`` token buckets and prices (online and batch), ``keys`` how a request is named in the
+ledger, ``completion`` what one request returned, ``replies`` how replies are read;
+``hosted`` (with ``hosted_options`` and ``batch_api``) runs requests as hosted Batch API jobs.
+Callers import from here.
 """
 
 from datagen.endpoint.client import (
