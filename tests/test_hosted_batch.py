@@ -93,6 +93,7 @@ def test_whole_flow_writes_faithful_output_and_ledger_rows(fake, tmp_path):
     assert "at batch prices" in done.stderr
     (job,) = store.hosted_jobs(db)
     assert job["batch_id"] == "batch_1" and job["status"] == "completed" and job["ingested"]
+    assert json.loads(job["request_counts"]) == {"total": 6, "completed": 5, "failed": 1}
     metadata = fake.batches["batch_1"]["batch"].metadata
     assert "rlaif batch" in metadata["rlaif_run"] and metadata["rlaif_job"] == job["job"]
     listed = rlaif(["batch", "--hosted", "--list", "--db", tmp_path / "h.db"])
@@ -231,6 +232,13 @@ def test_budget_counts_batch_prices(fake, tmp_path):
     assert "$0.0090 at batch prices" in done.stderr
     done = rlaif(hosted_args(fake, src, tmp_path, "--prices", prices))
     assert done.returncode == 0 and len(fake.executed) == 5 and fake.creates == 2
+
+
+def test_hosted_and_a_ray_cluster_are_refused_together(fake, tmp_path):
+    src = write_batch(tmp_path / "in.jsonl", 1)
+    done = rlaif([*hosted_args(fake, src, tmp_path), "--executor", "ray"])
+    assert done.returncode == 2 and "--hosted and --executor ray" in done.stderr
+    assert fake.uploads == 0
 
 
 def test_hosted_refuses_a_file_the_api_would_reject_before_uploading(fake, tmp_path):
