@@ -21,11 +21,17 @@ def fake_llm():
         yield server
 
 
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
+                   "https_proxy", "all_proxy", "no_proxy")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
     """Keep tests away from the user's real endpoint settings and keys."""
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for name in PROXY_VARIABLES:  # a proxy would route loopback test servers through httpx
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     if "RLAIF_CACHE_DIR" not in os.environ:

@@ -10,21 +10,11 @@ import ssl
 import subprocess
 import sys
 
-import pytest
 import trustme
 from fake_openai import FakeOpenAI
 
 from datagen.endpoint._httpx import wants_httpx
 from datagen.endpoint.client import ClientConfig, LLMClient, run_async
-
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
-              "https_proxy", "all_proxy", "no_proxy")
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy_env(monkeypatch):
-    for name in PROXY_VARS:
-        monkeypatch.delenv(name, raising=False)
 
 
 def chat_once(cfg: ClientConfig):
