@@ -27,10 +27,12 @@ from datagen.endpoint.client import ClientConfig, LLMClient
 from datagen.endpoint.hosted_options import HostedOptions
 from datagen.endpoint.limits import Prices
 from datagen.errors import UserInputError
+from datagen.progress import MODES as PROGRESS_MODES
 
 CLIENT_OPTION_NAMES = (
     "base_url", "api_key_env", "model", "concurrency", "rpm", "tpm", "max_retries",
     "timeout", "budget_usd", "prices", "hosted", "completion_window", "poll_interval",
+    "progress",
 )
 EXECUTOR_OPTION_NAMES = ("executor", "ray_address", "endpoint_per_node")
 KEY_ENV = "OPENAI_API_KEY"  # where the API key is read from unless --api-key-env names another
@@ -70,6 +72,10 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="JSON/YAML file {model: [input, output]} or {model: [input, output, "
                           "batch_input, batch_output]} in $ per million tokens (batch prices "
                           "default to half)."),
+        click.option("--progress", type=click.Choice(PROGRESS_MODES), default="auto",
+                     show_default=True,
+                     help="auto: a live bar on a terminal, else only the summary line; bar; "
+                          "jsonl: one JSON object a second on stderr; none."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 

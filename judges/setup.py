@@ -30,6 +30,7 @@ from datagen.connect import (
 )
 from datagen.endpoint.client import LLMClient, Stats, run_async
 from datagen.errors import UserInputError
+from datagen.progress import track
 from judges.pairs import PairRow
 from judges.pairwise import PairwiseSettings, judge_pairwise
 from judges.panel import JudgeFn, judge_verify, label_pairs
@@ -155,7 +156,8 @@ def run_judges(rows: list[PairRow], specs: list[str], rubrics: dict[str, Any],
         settings = settings.model_copy(update={"model": model})
 
         async def go():
-            async with open_client(config, database, options) as client:
+            async with open_client(config, database, options) as client, track(
+                    client, options.get("progress")):
                 judges = make_judges(specs, client, rubrics, settings)
                 labels, failed = await label_pairs(rows, judges, settings.tie_margin)
                 return labels, failed, client.stats

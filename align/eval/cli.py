@@ -260,7 +260,8 @@ def _answer_ifeval(items: list[Any], policy: str, policy_model: str | None, samp
     database = store.open_db(db)
     with served([source]) as endpoints:
         config = client_config(options, endpoints[0].base_url, model=endpoints[0].model)
-        (answers,) = answer(config, database, prompts, [sampling])
+        (answers,) = answer(config, database, prompts, [sampling],
+                            progress=options.get("progress"))
     failed = [a for a in answers if a.status != "ok"]
     if failed:
         click.echo(f"eval ifeval: {len(failed)} of {len(answers)} requests failed (first: "

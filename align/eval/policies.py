@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from datagen.endpoint.client import CHAT_PATH, ClientConfig, LLMClient, Request, run_async
 from datagen.endpoint.keys import request_key
 from datagen.errors import UserInputError
+from datagen.progress import track
 from datagen.responses.sample import PromptItem, Response, as_messages
 
 
@@ -119,11 +120,13 @@ async def sample_answers(client: LLMClient, prompts: list[PromptItem], model: st
 
 
 def answer(config: ClientConfig, db: Any, prompts: list[PromptItem],
-           samplings: Sequence[Sampling], sample_index: int = 0) -> list[list[Response]]:
+           samplings: Sequence[Sampling], sample_index: int = 0,
+           progress: str | None = "none") -> list[list[Response]]:
     """Each sampling's answers to the prompts from the endpoint and model of ``config``
-    (one client for all), every request through the ledger in ``db``."""
+    (one client for all), every request through the ledger in ``db``; ``progress`` is a
+    ``datagen.progress`` mode."""
     async def go() -> list[list[Response]]:
-        async with LLMClient(config, db) as client:
+        async with LLMClient(config, db) as client, track(client, progress):
             return [await sample_answers(client, prompts, config.model, sampling, sample_index)
                     for sampling in samplings]
 

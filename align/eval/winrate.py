@@ -48,7 +48,8 @@ def answer_both(sources: list[Source], prompts: list[PromptItem], sampling: Samp
         indices = (0, reference_sample_index(*sources, endpoints))
         for source, endpoint, index in zip(sources, endpoints, indices, strict=True):
             config = client_config(options, endpoint.base_url, model=endpoint.model)
-            (answers[source.role],) = answer(config, db, prompts, [sampling], index)
+            (answers[source.role],) = answer(config, db, prompts, [sampling], index,
+                                             progress=options.get("progress"))
     return answers, endpoints
 
 

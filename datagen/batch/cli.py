@@ -12,7 +12,6 @@ import click
 from datagen import store
 from datagen.batch.file import (
     fill_model,
-    progress_printer,
     read_batch_file,
     run_batch,
     summarise,
@@ -32,6 +31,7 @@ from datagen.connect import (
 from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import HostedBatchError, UserInputError
 from datagen.jsonl import read_utf8
+from datagen.progress import track
 
 
 @click.command()
@@ -42,8 +42,6 @@ from datagen.jsonl import read_utf8
               help="Write lines that did not succeed here (as the hosted API's error file); "
                    "default: every line goes to --output.")
 @db_option("Project database holding the request ledger and hosted batches.")
-@click.option("--progress/--no-progress", default=None,
-              help="Show a progress bar (default: when stderr is a terminal).")
 @click.option("--check-hosted", is_flag=True,
               help="List every line the hosted Batch API would reject; send nothing.")
 @click.option("--list", "list_batches", is_flag=True,
@@ -55,7 +53,7 @@ from datagen.jsonl import read_utf8
 @client_options
 @executor_options
 def batch(input_file: Path | None, output: Path | None, errors: Path | None, db: Path,
-          progress: bool | None, check_hosted: bool, list_batches: bool, cancel: bool,
+          check_hosted: bool, list_batches: bool, cancel: bool,
           **kwargs) -> None:
     """Run an OpenAI Batch API file against any OpenAI-compatible endpoint, exactly once,
     or (--hosted) through the hosted Batch API at batch prices.
@@ -82,7 +80,7 @@ def batch(input_file: Path | None, output: Path | None, errors: Path | None, db:
     for path in (output, errors):
         if path is not None and path.is_dir():
             raise UserInputError(f"{path}: is a directory")
-    _run(input_file, output, errors, db, progress, options)
+    _run(input_file, output, errors, db, options)
 
 
 def _needs_input(input_file: Path | None) -> Path:
@@ -133,7 +131,7 @@ def _cancel(input_file: Path | None, db: Path, options: dict) -> None:
 
 
 def _run(input_file: Path, output: Path, errors: Path | None, db: Path,
-         progress: bool | None, options: dict) -> None:
+         options: dict) -> None:
     hosted = bool(options.get("hosted"))
     auto_endpoint = not (options.get("base_url") or os.environ.get("OPENAI_BASE_URL"))
     lines = read_batch_file(input_file, default_model=options.get("model"),
@@ -143,13 +141,12 @@ def _run(input_file: Path, output: Path, errors: Path | None, db: Path,
             fill_model(lines, model)
         config = client_config(options, url)
         database = store.open_db(db)
-        on_terminal = progress is None and sys.stderr.isatty()
-        show = progress_printer() if (progress or on_terminal) and not hosted else None
         started = time.monotonic()
 
         async def go():
-            async with open_client(config, database, options) as client:
-                results = await run_batch(client, lines, show)
+            async with open_client(config, database, options) as client, track(
+                    client, "none" if hosted else options.get("progress")):
+                results = await run_batch(client, lines)
                 return results, summarise(results, client, started)
 
         try:

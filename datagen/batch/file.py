@@ -15,7 +15,6 @@ is written once, atomically, with exactly one line per ``custom_id``.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -202,23 +201,3 @@ def summarise(results: list[Completion], client: LLMClient, started: float) -> B
         cost_usd=stats.cost_usd,
         seconds=time.monotonic() - started,
     )
-
-
-def progress_printer(stream: Any = sys.stderr) -> Callable[[LLMClient, int], None]:
-    """A one-line progress bar redrawn in place (only used on a terminal)."""
-    started = time.monotonic()
-
-    def show(client: LLMClient, total: int) -> None:
-        s = client.stats
-        done = s.ok + s.failed + s.skipped
-        width = 24
-        filled = int(width * done / total) if total else width
-        rate = (s.sent / (time.monotonic() - started)) if s.sent else 0.0
-        stream.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} done, {s.failed} failed, "
-            f"{s.prompt_tokens + s.completion_tokens:,} tok, ${s.cost_usd:.4f}, {rate:.0f} req/s ")
-        if done >= total:
-            stream.write("\n")
-        stream.flush()
-
-    return show

@@ -32,6 +32,7 @@ from datagen.constitutional.loop import (
     write_jsonl,
 )
 from datagen.endpoint.client import LLMClient, run_async
+from datagen.progress import track
 
 
 @click.command()
@@ -84,7 +85,8 @@ def generate_constitutional(
         started = time.monotonic()
 
         async def go():
-            async with LLMClient(config, database) as client:
+            async with LLMClient(config, database) as client, track(
+                    client, options.get("progress")):
                 samples = await critique_and_revise(client, prompts, constitution, **settings)
                 return samples, client.stats
 

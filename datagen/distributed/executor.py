@@ -80,6 +80,7 @@ class RayClient:
 
     async def call_many(self, requests: Sequence[Request]) -> list[Completion]:
         """Answer every request through the shared ledger, spread over the cluster's nodes."""
+        self.stats.scheduled += len(requests)
         ray = self._ray
         nodes = max(1, len([n for n in ray.nodes() if n.get("Alive")]))
         shards = split(list(requests), shard_count(len(requests), nodes))

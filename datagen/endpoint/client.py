@@ -91,6 +91,7 @@ class Stats:
     """Live counters for progress displays and run summaries (a plain dataclass: it is
     updated on every request)."""
 
+    scheduled: int = 0  # calls started so far (the total a progress display counts toward)
     sent: int = 0
     ok: int = 0
     failed: int = 0
@@ -240,6 +241,7 @@ class LLMClient:
         ``known`` is the ledger row for this request when the caller already looked it up
         (``{}`` for "not in the ledger"); ``None`` makes the client look it up itself.
         """
+        self.stats.scheduled += 1
         body = {k: v for k, v in body.items() if v is not None}
         payload = canonical_bytes(body)
         key = payload_key(path, payload, sample_index)

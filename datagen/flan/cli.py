@@ -36,6 +36,7 @@ from datagen.flan.render import (
     save_run,
 )
 from datagen.flan.template_files import TaskTemplates, builtin_tasks, load_templates, task_path
+from datagen.progress import track
 
 
 def _one_or_each(option: str, values: list[Any], count: int) -> list[Any]:
@@ -202,7 +203,8 @@ def _paraphrase(n: int, specs: list[TaskTemplates], out: str, db: Path | None,
         database = store.open_db(db)
 
         async def ask() -> tuple[list, list[str]]:
-            async with LLMClient(config, database) as client:
+            async with LLMClient(config, database) as client, track(
+                    client, options.get("progress")):
                 return await paraphrase_templates(client, spec, n)
 
         templates, notes = run_async(ask())

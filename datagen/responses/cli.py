@@ -23,6 +23,7 @@ from datagen.connect import (
 from datagen.endpoint.client import run_async
 from datagen.errors import UserInputError
 from datagen.jsonl import write_jsonl
+from datagen.progress import track
 from datagen.responses.sample import (
     form_pairs,
     load_pairs,
@@ -75,7 +76,8 @@ def generate_responses(prompts_path: Path, n: int, temperature: float, max_token
         store.start_run(database, run_id, "responses", args, seed)
 
         async def go():
-            async with open_client(config, database, options) as client:
+            async with open_client(config, database, options) as client, track(
+                    client, options.get("progress")):
                 found = await sample_responses(client, prompts, models, n, temperature,
                                                max_tokens, seed)
                 return found, client.stats

@@ -28,6 +28,7 @@ from datagen.connect import (
 from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write, read_objects, read_utf8
+from datagen.progress import track
 from datagen.self_instruct.generate import (
     DEFAULT_SEED_FILE,
     SelfInstructConfig,
@@ -87,7 +88,8 @@ def generate_self_instruct(db: Path, seed_tasks: Path, **kwargs: Any) -> None:
         database = store.open_db(db)
 
         async def go():
-            async with LLMClient(client_cfg, database) as client:
+            async with LLMClient(client_cfg, database) as client, track(
+                    client, options.get("progress")):
                 return await run_self_instruct(client, database, config, seeds)
 
         summary = run_async(go())
