@@ -188,6 +188,13 @@ def write_runs(runs: Path) -> None:
         for u in range(1, 16)))
     (ppo / "eval_winrate.json").write_text(json.dumps(
         {"win_rate": 0.62, "ci": [0.55, 0.69], "n": 200, "judge": "judge-lm"}))
+    grpo = runs / "grpo-1"
+    grpo.mkdir()
+    (grpo / "metrics.jsonl").write_text("".join(json.dumps(
+        {"step": s, "loss": 0.1, "reward/mean": 0.1 * s, "kl": 0.02 * s, "entropy": 2 - 0.1 * s,
+         "length/mean": 10 + 5 * s, "truncated/share": 0.1 * s, "reward_length_corr": 0.2 * s,
+         "verify/no_commas": 0.5, "alarms": ["reward-length correlation 0.80 > 0.6"] * (s == 4)})
+        + "\n" for s in range(1, 5)))
     (runs / ".dpo-2.partial").mkdir()
     (runs / ".dpo-2.partial" / "metrics.jsonl").write_text('{"step": 1, "loss": 1}\n')
 
@@ -374,3 +381,11 @@ def test_page_template_golden():
                 Section("c", "Left out", note="no data & nothing to show.")]
     text = render_page("Report <title>", "Generated 2024-01-01 00:00 UTC.", sections)
     assert_golden(GOLDEN / "page.html", text)
+
+
+def test_report_plots_the_reward_hacking_watch_and_lists_alarms(project):
+    page = project["report"].read_text()
+    assert ("Reward-hacking watch: length, truncation, reward-length correlation, entropy: "
+            "runs/grpo-1") in page
+    assert "Constraint satisfaction per kind: runs/grpo-1" in page
+    assert "1 reward-hacking alarm(s)" in page and "reward-length correlation 0.80" in page

@@ -336,6 +336,11 @@ def training_section(runs_dirs: Sequence[Path]) -> Section:
                 final += [(key, len(ys), ys[-1], min(ys), max(ys))
                           for key, (_, ys) in groups[group].items()]
         body.append(table(("metric", "points", "last", "min", "max"), final))
+        raised = [(row.get("step", row.get("update")), message) for row in rows
+                  for message in row.get("alarms") or []]
+        if raised:
+            body.append(para(f"{len(raised)} reward-hacking alarm(s):", "note"))
+            body.append(table(("step", "alarm"), raised))
     return Section("training", "Training curves", "".join(body))
 
 

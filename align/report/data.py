@@ -44,6 +44,10 @@ COUNT_KEYS = ("n", "count", "total", "pairs", "prompts", "num_examples", "n_prom
 X_KEYS = ("step", "update", "global_step")
 CURVE_GROUPS = (
     ("loss", "Loss", re.compile(r"loss")),
+    # the reward-hacking watch of online RL and PPO (align/rl/watch.py)
+    ("watch", "Reward-hacking watch: length, truncation, reward-length correlation, entropy",
+     re.compile(r"^(length/|truncated/|reward_length_corr$|entropy$)")),
+    ("verify", "Constraint satisfaction per kind", re.compile(r"^verify/")),
     ("reward", "Reward, score and accuracy", re.compile(r"reward|score|margin|accurac")),
     ("kl", "KL divergence", re.compile(r"(^|[/_])kl($|[/_])")),
 )
