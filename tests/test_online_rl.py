@@ -225,6 +225,16 @@ def test_trainer_runs_every_reward_kind_and_writes_the_watch(kind, toy, judge, t
     assert f"judge: {sent} requests ({sent} from the ledger" in output
 
 
+@pytest.mark.slow
+def test_max_minutes_stops_with_a_checkpoint(toy, tmp_path):
+    out = tmp_path / "out"
+    output = train("grpo", toy, out, "--reward", "verify", "--max-steps", 5, "--save-steps", 100,
+                   "--max-minutes", 0.0001)
+    assert "trained grpo: 1 steps" in output and "stopped at --max-minutes" in output
+    assert (out / "checkpoint-1" / "trainer_state.json").is_file()
+    AutoModelForCausalLM.from_pretrained(out)
+
+
 # --- alarms -------------------------------------------------------------------------------------
 
 
