@@ -36,6 +36,7 @@ OPTION_FIELDS = {
     "alarm_corr": "alarm_corr",
     "alarm_kl": "alarm_kl",
     "stop_on_alarm": "stop_on_alarm",
+    "max_minutes": "max_minutes",
 }
 
 
@@ -206,6 +207,8 @@ def plot_curves(metrics: list[dict[str, float]], png_path: Path) -> None:
 @click.option("--stop-on-alarm", is_flag=True, default=None,
               help="Stop at the first alarm, before training on that batch; the saved policy "
                    "is the last one without an alarm.")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop (saving the policy) after the update that passes this wall time.")
 @click.option("--plot", is_flag=True, help=f"Also write {PLOT_FILE} (reward and KL curves).")
 def train_ppo(prompts_path: str, policy: str, reward_model: str, output: str,
               config_file: str | None, plot: bool, **options: Any) -> None:
@@ -234,7 +237,8 @@ def train_ppo(prompts_path: str, policy: str, reward_model: str, output: str,
     click.echo(f"saved policy to {output_dir}: {len(result.metrics)} updates, "
                f"score {first['score']:.3f} -> {last['score']:.3f}, KL {last['kl']:.3f}, "
                f"{result.seconds:.1f}s" + (" (stopped on alarm)" if result.stopped_on_alarm
-                                           else ""))
+                                           else " (stopped at --max-minutes)"
+                                           if result.timed_out else ""))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ class PPOConfig:
     # the reward-hacking watch (align/rl/watch.py), checked on each rollout before its update
     alarm_corr: float = 0.6  # alarm when the batch's score-length correlation exceeds this
     alarm_kl: float = 1.0  # alarm when the KL to the reference (nats per token) exceeds this
+    max_minutes: float | None = None  # stop after the update that passes this much wall time
     stop_on_alarm: bool = False  # stop at the first alarm, before that rollout's update, so the
     # saved policy is the last one that raised none
 
@@ -116,6 +117,7 @@ def check_config(config: PPOConfig, world_size: int = 1) -> None:
         "total_episodes": config.total_episodes is None or config.total_episodes >= 1,
         "rollout_forward_batch_size": config.rollout_forward_batch_size >= 1,
         "learning_rate": config.learning_rate > 0,
+        "max_minutes": config.max_minutes is None or config.max_minutes > 0,
         "device": DEVICE_PATTERN.fullmatch(str(config.device)) is not None,
     }
     for name, ok in checks.items():

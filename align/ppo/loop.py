@@ -67,6 +67,7 @@ class PPOResult:
     seconds: float = 0.0
     policy: PreTrainedModel | None = None
     stopped_on_alarm: bool = False
+    timed_out: bool = False
 
 
 def ppo_loss(
@@ -312,6 +313,9 @@ def _run(
             if stop:
                 result.stopped_on_alarm = True
                 break
+            if out_of_time(started, config.max_minutes, world_size, device):
+                result.timed_out = True
+                break
         if rank == 0:
             _finish_output(models, config, partial, output_dir)
     except BaseException:
@@ -333,6 +337,18 @@ def watch_fields(stats: dict[str, float], samples: int) -> dict[str, float | Non
             "reward/mean": stats["score"], "reward/std": stats["score_std"],
             "length/mean": stats["response_length"], "truncated/share": 1 - stats["eos_fraction"],
             "reward_length_corr": None if math.isnan(corr) else corr, "samples": samples}
+
+
+def out_of_time(started: float, minutes: float | None, world_size: int,
+                device: torch.device) -> bool:
+    """Whether the time budget is spent; under torchrun every rank agrees (the slowest
+    clock decides), so no rank leaves the collective calls alone."""
+    if minutes is None:
+        return False
+    over = torch.tensor(float(time.perf_counter() - started >= minutes * 60), device=device)
+    if world_size > 1:
+        dist.all_reduce(over, op=dist.ReduceOp.MAX)
+    return bool(over.item())
 
 
 def set_learning_rate(

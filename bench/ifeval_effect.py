@@ -1,0 +1,210 @@
+"""Which training raises instruction following most in the same wall time? (SmolLM2-135M, CPU)
+
+Four ways to spend one time budget on the embedded SmolLM2-135M-Instruct, all on the project's
+own constrained prompts (the bundled everyday prompts with 1-2 verifiable constraints each,
+``judges.constraints.prompts``; never IFEval's prompts):
+
+1. GRPO with the verifier as reward (``align.rl.online.train_online``, ``--reward verify``);
+2. RLOO with the verifier as reward;
+3. DPO on verifier-labelled pairs of the start model's own answers (offline; the sampling and
+   labelling come first and are timed apart, as in ``bench/alignment_effect.py``);
+4. the project PPO against a reward model trained on those verifier-labelled pairs (the RM's
+   training is timed apart).
+
+Each method's optimisation phase gets the same ``--minutes`` on the same machine, run one after
+the other (never side by side). Then the start model and the four trained ones are evaluated
+with the same settings, greedy:
+
+- with ``rlaif eval ifeval`` on IFEval's 541 prompts when that command exists (issue 16: the
+  four IFEval accuracies with 95% intervals, and the contamination check of the training
+  prompts against IFEval's with ``--check-train``);
+- otherwise on held-out prompts of the project's own (prompts split off by a hash of their id,
+  never trained on), with ``align.eval.heldout.constraint_eval``: the share of answers that
+  satisfy every constraint, per kind, with Wilson 95% intervals and a paired bootstrap
+  interval of each method's change from the start model. The table says which was used.
+
+The reward-hacking curves of every online run (reward, KL, length, truncation, reward-length
+correlation, alarms) are summarised from their ``metrics.jsonl``; the whole result goes to
+``--out`` as JSON and a Markdown table is printed.
+
+    .venv/bin/python bench/ifeval_effect.py --minutes 45           # the full comparison
+    .venv/bin/python bench/ifeval_effect.py --minutes 3 --train-prompts 16 --heldout 16 \\
+        --tokens 48 --methods grpo,rloo,dpo,ppo                    # a short check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from alignment_effect import split_prompts, train_dpo, verifier_pairs  # noqa: E402
+
+from align.eval.heldout import constraint_eval, format_eval, sample_policy  # noqa: E402
+from align.ppo.cli import build_config as ppo_config  # noqa: E402
+from align.ppo.loop import train_ppo  # noqa: E402
+from align.rl.online import train_online  # noqa: E402
+from align.rl.rewards import parse_reward  # noqa: E402
+from align.train.metrics import read_metrics  # noqa: E402
+from align.train.trainers import resolve_model, train  # noqa: E402
+from datagen import store  # noqa: E402
+from datagen.jsonl import write_jsonl  # noqa: E402
+from judges.constraints.prompts import add_constraints  # noqa: E402
+
+METHODS = ("grpo", "rloo", "dpo", "ppo")
+
+
+def ifeval_available() -> bool:
+    """Whether `rlaif eval ifeval` exists in this checkout (issue 16)."""
+    from align.cli import EVAL_COMMANDS
+
+    return "ifeval" in EVAL_COMMANDS
+
+
+def online(kind: str, start: str, prompts: Path, out: Path, args: argparse.Namespace) -> dict:
+    """GRPO or RLOO on the verifier reward for ``--minutes``."""
+    started = time.perf_counter()
+    summary = train_online(
+        kind, prompts, start, out, [parse_reward("verify")], db=out.parent / "rlaif.db",
+        max_minutes=args.minutes, save_steps=10**6, max_steps=10**6, seed=args.seed,
+        learning_rate=args.online_lr, num_generations=args.group,
+        per_device_train_batch_size=args.group, max_completion_length=args.tokens,
+        temperature=1.0, lr_scheduler_type="constant")
+    return {"steps": summary["steps"], "seconds": round(time.perf_counter() - started, 1),
+            "alarms": summary["alarms"]}
+
+
+def ppo(start: str, pairs_file: Path, prompts: list[str], out: Path,
+        args: argparse.Namespace) -> dict:
+    """A reward model on the verifier pairs (timed apart), then PPO for ``--minutes``."""
+    started = time.perf_counter()
+    train("rm", pairs_file, start, out.parent / "rm", max_steps=args.rm_steps,
+          per_device_train_batch_size=4, learning_rate=5e-5, max_length=args.tokens * 3)
+    rm_seconds = time.perf_counter() - started
+    config = ppo_config(None, {"total_episodes": 10**6, "batch_size": 4, "response_length":
+                               args.tokens, "lr": args.ppo_lr, "seed": args.seed,
+                               "num_ppo_epochs": 2, "max_minutes": args.minutes})
+    started = time.perf_counter()
+    result = train_ppo(config, policy=start, reward_model=out.parent / "rm",
+                       prompts=[[{"role": "user", "content": p}] for p in prompts],
+                       output_dir=out)
+    return {"updates": len(result.metrics), "seconds": round(time.perf_counter() - started, 1),
+            "rm_seconds": round(rm_seconds, 1),
+            "alarms": [m for row in result.metrics for m in row["alarms"]]}
+
+
+def curves(metrics_file: Path) -> dict[str, Any]:
+    """First and last values of the watch's curves, and the number of alarms."""
+    rows = [r for r in read_metrics(metrics_file, skipped=[]) if "reward/mean" in r]
+    keys = ("reward/mean", "kl", "length/mean", "truncated/share", "reward_length_corr")
+    pick = {k: [rows[0].get(k), rows[-1].get(k)] for k in keys} if rows else {}
+    return {"points": len(rows), "first_last": pick,
+            "alarms": sum(len(r.get("alarms") or []) for r in rows)}
+
+
+def evaluate(models: list[str], heldout: Path, train_prompts: Path, workdir: Path,
+             args: argparse.Namespace) -> dict:
+    """IFEval through `rlaif eval ifeval` when it exists, else held-out constraint satisfaction."""
+    if ifeval_available():
+        results = {}
+        for model in models:
+            answers = workdir / f"ifeval-{Path(model).name}.jsonl"
+            done = subprocess.run(
+                [sys.executable, "-m", "align.cli", "eval", "ifeval", "--policy", model,
+                 "--json", "--check-train", str(train_prompts), "--db",
+                 str(workdir / "rlaif.db"), "-o", str(answers)],
+                capture_output=True, text=True, check=True)
+            results[model] = json.loads(done.stdout)
+        return {"kind": "ifeval", "results": results}
+    report = constraint_eval(models, heldout, db=workdir / "rlaif.db", temperature=0.0,
+                             max_new_tokens=args.tokens, samples=1, seed=args.seed,
+                             batch_size=args.gen_batch)
+    return {"kind": "heldout-constraints", "report": report}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=45.0,
+                        help="Optimisation wall time per method.")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--train-prompts", type=int, default=120)
+    parser.add_argument("--heldout", type=int, default=60)
+    parser.add_argument("--tokens", type=int, default=128, help="New tokens per answer.")
+    parser.add_argument("--samples", type=int, default=4, help="Answers per prompt for DPO pairs.")
+    parser.add_argument("--group", type=int, default=4, help="GRPO/RLOO samples per prompt.")
+    parser.add_argument("--online-lr", type=float, default=2e-6)
+    parser.add_argument("--ppo-lr", type=float, default=3e-6)
+    parser.add_argument("--lr", type=float, default=5e-6, help="DPO learning rate.")
+    parser.add_argument("--beta", type=float, default=0.1, help="DPO beta.")
+    parser.add_argument("--batch-size", type=int, default=4, help="DPO batch.")
+    parser.add_argument("--max-length", type=int, default=384, help="DPO max length.")
+    parser.add_argument("--rm-steps", type=int, default=40)
+    parser.add_argument("--gen-batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("ifeval_effect.json"))
+    args = parser.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rlaif-ifeval-effect-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = resolve_model(args.model)
+    t0 = time.perf_counter()
+
+    train_base, heldout_base = split_prompts(0.27, args.seed)
+    train_rows = add_constraints(train_base[:args.train_prompts], 1, 2, args.seed)
+    heldout_rows = add_constraints(heldout_base[:args.heldout], 1, 2, args.seed + 1)
+    prompts_file, heldout_file = workdir / "train_prompts.jsonl", workdir / "heldout.jsonl"
+    write_jsonl(prompts_file, [r.model_dump(mode="json") for r in train_rows])
+    write_jsonl(heldout_file, [r.model_dump(mode="json") for r in heldout_rows])
+    runs: dict[str, Any] = {}
+    pairs_file = workdir / "pairs.jsonl"
+    if {"dpo", "ppo"} & set(methods):
+        started = time.perf_counter()
+        answers, _ = sample_policy(start, [r.prompt for r in train_rows], temperature=1.0,
+                                   max_new_tokens=args.tokens, seed=args.seed,
+                                   db=store.open_db(workdir / "rlaif.db"),
+                                   samples=args.samples, concurrency=args.gen_batch)
+        pairs, ties = verifier_pairs(train_rows, answers)
+        write_jsonl(pairs_file, pairs)
+        runs["pairs"] = {"pairs": len(pairs), "ties": ties,
+                         "seconds": round(time.perf_counter() - started, 1)}
+    for method in methods:
+        out = workdir / method
+        print(f"{method}: training for {args.minutes:g} min ...", file=sys.stderr)
+        if method in ("grpo", "rloo"):
+            runs[method] = online(method, start, prompts_file, out, args)
+        elif method == "dpo":
+            runs[method] = train_dpo(start, [json.loads(line) for line in
+                                             pairs_file.read_text().splitlines()], out, args)
+        else:
+            runs[method] = ppo(start, pairs_file, [r.prompt for r in train_rows], out, args)
+        if (out / "metrics.jsonl").is_file():
+            runs[method]["curves"] = curves(out / "metrics.jsonl")
+    models = [args.model] + [str(workdir / m) for m in methods]
+    evaluation = evaluate(models, heldout_file, prompts_file, workdir, args)
+    result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "train_prompts": len(train_rows), "heldout_prompts": len(heldout_rows),
+              "runs": runs, "eval": evaluation, "total_seconds": round(time.perf_counter() - t0, 1),
+              "workdir": str(workdir)}
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(runs, indent=1))
+    if evaluation["kind"] == "heldout-constraints":
+        for line in format_eval(evaluation["report"]):
+            print(line)
+    else:
+        print(json.dumps(evaluation["results"], indent=1))
+    print(f"written: {args.out} (data and models in {workdir})")
+
+
+if __name__ == "__main__":
+    main()
