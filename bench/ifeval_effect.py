@@ -151,7 +151,9 @@ def main() -> None:
     parser.add_argument("--rm-steps", type=int, default=40)
     parser.add_argument("--gen-batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="Keep data and models here; a rerun reuses finished methods and "
+                             "answers its samples from the ledger.")
     parser.add_argument("--out", type=Path, default=Path("ifeval_effect.json"))
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
@@ -180,6 +182,9 @@ def main() -> None:
                          "seconds": round(time.perf_counter() - started, 1)}
     for method in methods:
         out = workdir / method
+        if (out / "bench_run.json").is_file():  # finished in an earlier, interrupted call
+            runs[method] = json.loads((out / "bench_run.json").read_text())
+            continue
         print(f"{method}: training for {args.minutes:g} min ...", file=sys.stderr)
         if method in ("grpo", "rloo"):
             runs[method] = online(method, start, prompts_file, out, args)
@@ -190,6 +195,7 @@ def main() -> None:
             runs[method] = ppo(start, pairs_file, [r.prompt for r in train_rows], out, args)
         if (out / "metrics.jsonl").is_file():
             runs[method]["curves"] = curves(out / "metrics.jsonl")
+        (out / "bench_run.json").write_text(json.dumps(runs[method]))
     models = [args.model] + [str(workdir / m) for m in methods]
     evaluation = evaluate(models, heldout_file, prompts_file, workdir, args)
     result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -180,6 +180,8 @@ def test_bad_inputs_are_user_errors_before_training(toy, tmp_path):
     assert "only `rlaif train online-dpo`" in output
     output = train("grpo", toy, out, code=2)
     assert "at least one --reward" in output
+    output = train("grpo", toy, out, "--reward", f"rm:{tmp_path}", code=2)
+    assert "not a model directory" in output
     assert not out.exists()
 
 

@@ -83,7 +83,9 @@ def resume_point(output_dir: Path) -> Path | None:
     found = checkpoints(output_dir)
     if found:
         return found[-1][1]
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+    # a run that died before its first checkpoint left at most its metrics: start afresh
+    if output_dir.exists() and (not output_dir.is_dir() or any(
+            item.name != METRICS_FILE for item in output_dir.iterdir())):
         raise UserInputError(f"{output_dir}: output directory exists, is not empty and holds "
                              "no checkpoint to resume from")
     return None
@@ -154,7 +156,6 @@ def train_online(
     overrides["reward_weights"] = [spec.weight for spec in specs]
     config = build_config(kind, output, config_file, defaults=online_defaults(kind, save_steps),
                           **overrides)
-    trim_metrics(output / METRICS_FILE, int(resume.name.split("-")[1]) if resume else None)
     with ExitStack() as stack:
         tokenizer, watch = make_watch(model_dir, specs)
         max_tokens = config.max_new_tokens if kind == "online-dpo" else \
@@ -163,6 +164,7 @@ def train_online(
         callback = WatchCallback(watch, output / METRICS_FILE, thresholds or Thresholds(),
                                  stop_on_alarm, max_minutes)
         trainer = make_trainer(kind, config, model_dir, tokenizer, rows, terms, callback)
+        trim_metrics(output / METRICS_FILE, int(resume.name.split("-")[1]) if resume else None)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         saved = _save(trainer, output, callback, stop_on_alarm)
     summary = {

@@ -10,6 +10,8 @@ training over gloo instead of N independent jobs), no pinned memory; on a GPU bf
 supported. Everywhere: ``report_to="none"``, ``save_strategy="no"`` (the model is saved once,
 at the end) and ``logging_steps=1``. With LoRA (peft) the adapter is merged before saving, so
 the output directory is always a plain model that ``rlaif eval``, PPO or DPO can load.
+``trl_classes`` and ``build_config`` also serve the online trainers (GRPO, RLOO, online DPO) of
+``align.rl.online``, which add their own defaults between the device's and the YAML file's.
 """
 
 from __future__ import annotations
