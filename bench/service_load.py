@@ -1,11 +1,13 @@
 """Service load: 50 concurrent clients submit jobs and post labels to `rlaif service` for 30 s.
 
 A real service process on loopback (2 job workers) and a scripted OpenAI server in a process
-of its own. Each client is an annotator: it asks for its next item and posts a vote, over and
-over, and every ``--job-every`` seconds it submits a small batch job (a few chat requests given
-inline) against the scripted server. At the end every vote the service acknowledged must be in
-the database (no lost label) and no request may have failed; we print requests/s and the
-median, p95 and p99 latency of each kind of request, and how many jobs finished meanwhile.
+of its own (the service's endpoint ``fake``). Every request carries a token, as in use: each
+client is an annotator (its own token) that asks for its next item and posts a vote, over and
+over, and every ``--job-every`` seconds it submits, with its operator token, a small batch job
+(a few chat requests given inline) against the scripted server. At the end every vote the
+service acknowledged must be in the database (no lost label) and no request may have failed;
+we print requests/s and the median, p95 and p99 latency of each kind of request, and how many
+jobs finished meanwhile.
 
     .venv/bin/python bench/service_load.py [--clients 50] [--seconds 30]
 """
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from align.labeling.queue import LabelSettings, enqueue, queue_item  # noqa: E402
+from align.service.users import create_token  # noqa: E402
 from datagen import store  # noqa: E402
 from datagen.store.tables import LABEL_VOTES  # noqa: E402
 
@@ -46,6 +49,18 @@ def prepare_queue(db_path: Path, pairs: int, gold: int, required: int) -> None:
               for i in range(gold)]
     enqueue(db, items, LabelSettings(gold_every=4, min_gold=3, gold_threshold=0.5))
     db.close()
+
+
+def make_tokens(db_path: Path, clients: int) -> dict[str, str]:
+    """A token for each client's annotator and operator, and one for the admin."""
+    db = store.open_db(db_path)
+    tokens = {"admin": create_token(db, "admin", "admin")[1]}
+    for number in range(clients):
+        for role, prefix in (("annotator", "annotator"), ("operator", "operator")):
+            name = f"{prefix}-{number:02d}"
+            tokens[name] = create_token(db, name, role)[1]
+    db.close()
+    return tokens
 
 
 def start(command: list[str], log: Path, marker: str, timeout: float = 60) -> tuple:
@@ -81,9 +96,11 @@ class Tally:
         self.jobs: list[str] = []
 
 
-async def client(number: int, url: str, fake_url: str, deadline: float, job_every: float,
-                 tally: Tally, session: aiohttp.ClientSession) -> None:
+async def client(number: int, url: str, tokens: dict[str, str], deadline: float,
+                 job_every: float, tally: Tally, session: aiohttp.ClientSession) -> None:
     name = f"annotator-{number:02d}"
+    annotator = {"Authorization": f"Bearer {tokens[name]}"}
+    operator = {"Authorization": f"Bearer {tokens[f'operator-{number:02d}']}"}
     rng = random.Random(number)
     next_job = time.monotonic() + rng.uniform(0, job_every)
 
@@ -110,19 +127,19 @@ async def client(number: int, url: str, fake_url: str, deadline: float, job_ever
                       "body": {"model": "fake-model", "messages": [
                           {"role": "user", "content": f"{name} {next_job:.3f} {i}"}]}}
                      for i in range(5)]
-            job = await timed("submit job", "POST", "/v1/jobs", json={
-                "kind": "batch", "options": {"input_file": lines, "base-url": fake_url}})
+            job = await timed("submit job", "POST", "/v1/jobs", headers=operator, json={
+                "kind": "batch", "endpoint": "fake", "options": {"input_file": lines}})
             if job:
                 tally.jobs.append(job["id"])
             continue
-        shown = await timed("next item", "GET", "/label/api/next", params={"annotator": name})
+        shown = await timed("next item", "GET", "/label/api/next", headers=annotator)
         if not shown or not shown["item"]:
             await asyncio.sleep(0.05)
             continue
         item = shown["item"]
         choice = "a" if item["prompt"].startswith("Gold") else rng.choice(["a", "b", "b", "tie"])
-        voted = await timed("post vote", "POST", "/label/api/votes", json={
-            "item_id": item["id"], "annotator": name, "choice": choice, "note": ""})
+        voted = await timed("post vote", "POST", "/label/api/votes", headers=annotator, json={
+            "item_id": item["id"], "choice": choice, "note": ""})
         if voted and voted["stored"]:
             tally.votes.add((item["id"], name))
 
@@ -132,22 +149,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def load(url: str, fake_url: str, clients: int, seconds: float, job_every: float
-               ) -> tuple[Tally, float]:
+async def load(url: str, tokens: dict[str, str], clients: int, seconds: float,
+               job_every: float) -> tuple[Tally, float]:
     tally = Tally()
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         started = time.monotonic()
         deadline = started + seconds
-        await asyncio.gather(*(client(i, url, fake_url, deadline, job_every, tally, session)
+        await asyncio.gather(*(client(i, url, tokens, deadline, job_every, tally, session)
                                for i in range(clients)))
         return tally, time.monotonic() - started
 
 
-async def job_states(url: str, ids: list[str]) -> dict[str, int]:
-    async with aiohttp.ClientSession() as session, session.get(url + "/v1/jobs") as reply:
-        jobs = (await reply.json())["jobs"]
+async def job_states(url: str, admin: str, ids: list[str]) -> dict[str, int]:
+    headers = {"Authorization": f"Bearer {admin}"}
+    jobs, offset = [], 0
+    async with aiohttp.ClientSession(headers=headers) as session:
+        while offset is not None:
+            async with session.get(url + "/v1/jobs", params={"limit": 500,
+                                                             "offset": offset}) as reply:
+                page = await reply.json()
+            jobs += page["jobs"]
+            offset = page["next_offset"]
     wanted = set(ids)
     counts: dict[str, int] = defaultdict(int)
     for job in jobs:
@@ -169,15 +193,17 @@ def main() -> None:
         tmp = Path(tmp)
         db = tmp / "load.db"
         prepare_queue(db, args.pairs, gold=args.pairs // 20, required=3)
+        tokens = make_tokens(db, args.clients)
         fake, fake_url = start([sys.executable, str(ROOT / "tests" / "fake_openai.py"), "3600"],
                                tmp / "fake.log", "http://")
         service, url = start([sys.executable, "-m", "align.cli", "service", "--db",
-                              str(db), "--port", "0", "--workers", str(args.workers)],
+                              str(db), "--port", "0", "--workers", str(args.workers),
+                              "--endpoint", f"fake={fake_url}", "--user-jobs", "1000"],
                              tmp / "service.log", "http://")
         try:
-            tally, elapsed = asyncio.run(load(url, fake_url, args.clients, args.seconds,
+            tally, elapsed = asyncio.run(load(url, tokens, args.clients, args.seconds,
                                               args.job_every))
-            states = asyncio.run(job_states(url, tally.jobs))
+            states = asyncio.run(job_states(url, tokens["admin"], tally.jobs))
         finally:
             stop(service)
             stop(fake)
@@ -185,7 +211,8 @@ def main() -> None:
                   for row in store.load_rows(store.open_db(db), LABEL_VOTES)}
     lost = tally.votes - stored
     total = sum(len(v) for v in tally.latency.values())
-    print(f"service load: {args.clients} clients, {elapsed:.1f} s, {total} requests "
+    print(f"service load (every request authenticated): {args.clients} clients, "
+          f"{elapsed:.1f} s, {total} requests "
           f"({total / elapsed:.0f}/s), {len(tally.errors)} errors")
     for kind, values in sorted(tally.latency.items()):
         print(f"  {kind:<12} {len(values):>6} requests  median {1000 * percentile(values, .5):6.1f}"

@@ -56,7 +56,8 @@ def test_every_attack_is_refused(tmp_path):
     src = write_batch(tmp_path / "in.jsonl", 2)
     pipeline = tmp_path / "evil.yaml"
     with FakeOpenAI() as canary:
-        args = ("--endpoint", f"fake={canary.base_url}", "--max-upload-mb", "1",
+        args = ("--header-timeout-s", "1", "--endpoint", f"fake={canary.base_url}", "--endpoint",
+                f"lim={canary.base_url},models=m1|m2", "--max-upload-mb", "1",
                 "--user-quota-mb", "1.5")
         pipeline.write_text("stages:\n  - stage: service\n    options: {host: 0.0.0.0}\n")
         with running_service(tmp_path / "r.db", *args, workers=1,
@@ -91,6 +92,8 @@ def test_every_attack_is_refused(tmp_path):
                             {"api_key_env": "RLAIF_CANARY"}, {"base-url": canary.base_url}):
                 assert job({"input_file": mine, **options}).status_code == 422
             assert job({"input_file": mine}, endpoint="http://127.0.0.1:9/v1").status_code == 422
+            reply = job({"input_file": mine, "model": "m3"}, endpoint="lim")
+            assert reply.status_code == 422 and "model" in reply.json()["detail"][0]["loc"]
             label = job({"input_path": mine, "judge_base_url": canary.base_url}, kind="label")
             assert label.status_code == 422
             # start anything through a pipeline
@@ -143,6 +146,12 @@ def test_every_attack_is_refused(tmp_path):
                 assert send(anonymous, "GET", "/v1/jobs").status_code == 200  # by the cookie
                 no_origin = send(anonymous, "POST", "/v1/jobs", json={"kind": "batch"})
                 assert no_origin.status_code == 403  # a cookie alone never changes state
+            # slow and idle connections are closed
+            host, port = svc.url.split("//")[1].split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as slow, \
+                    socket.create_connection((host, int(port)), timeout=10) as idle:
+                slow.sendall(b"GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                assert slow.recv(100) == b"" and idle.recv(100) == b""  # closed by the server
             # the bulk listing carries no options
             listed = op.get("/v1/jobs").json()["jobs"]
             assert all("options" not in j and "argv" not in j for j in listed)
@@ -182,6 +191,7 @@ ROUTES = [
     ("GET", "/v1/files", None, STAFF),
     ("GET", "/v1/files/{file}", None, STAFF),
     ("GET", "/v1/files/{file}/content", None, STAFF),
+    ("GET", "/v1/endpoints", None, STAFF),
     ("POST", "/v1/jobs", {"kind": "constrained", "options": {"limit": 1}}, STAFF),
     ("GET", "/v1/jobs", None, STAFF),
     ("GET", "/v1/jobs/{job}", None, STAFF),
@@ -279,6 +289,8 @@ def test_annotators_vote_only_as_themselves_and_never_see_gold(tmp_path):
             svc.client("ann1") as ann1, svc.client("Ann2") as ann2, svc.client("op") as op:
         assert op.post("/label/api/items", json={"gold": [pair(9, human="a")]}
                        ).status_code == 403  # only the admin adds gold
+        assert op.get("/v1/endpoints").json() == {"endpoints": [
+            {"name": "default", "models": None, "embedded": True}]}
         added = admin.post("/label/api/items", json={
             "pairs": [pair(0), pair(1)], "gold": [pair(9, human="a")],
             "annotators_per_pair": 2})

@@ -5,11 +5,14 @@ request passes, in order: the ``Host`` check (only the bound address or a config
 this stops DNS rebinding: 400 without a Host, 421 for another), the body limit (a declared
 ``Content-Length`` over the limit is refused before anything is read; a body without one is
 read up to the limit and no further), authentication (``Authorization: Bearer TOKEN``, or the
-page's session cookie; on loopback too, since a machine has other users), and for requests that
-change state an ``Origin`` check (a browser on another site is refused; a cookie without an
-Origin is refused). What a user's role may do is decided per route by the ``allow``
-dependency. Every state-changing request is written to the audit table with its outcome. The
-gate is ASGI middleware around the whole app, so no route is added without it.
+page's session cookie; on loopback too, since a machine has other users; a token's user is
+read from the database at most every two seconds (``align.service.context``), so a revoked
+token stops working within that time and a busy service does not pay a lookup per request),
+and for requests that change state an ``Origin`` check (a browser on another site is refused;
+a cookie without an Origin is refused). What a user's role may do is decided per route by
+the ``allow`` dependency. Every state-changing request is written to the audit table with its
+outcome (in batches a quarter second apart, so that a busy service pays one transaction for
+many). The gate is ASGI middleware around the whole app, so no route is added without it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,9 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from align.service.users import User, authenticate
-from datagen import store
-from datagen.store import tables
+from align.service.users import User
 
 SESSION_COOKIE = "rlaif_session"
-AUDIT = tables.SERVICE_AUDIT
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 PUBLIC = {("GET", "/label/login"), ("GET", "/label/label.js"), ("POST", "/label/api/login")}
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -85,7 +85,7 @@ class Gate:
             return await reply(413, f"the body is over the limit of {limit} bytes")(
                 scope, receive, send)
         secret, by_cookie = presented_secret(headers)
-        user = await self.service.db.call(authenticate, secret) if secret else None
+        user = await self.service.user_for(secret) if secret else None
         if user is None and (method, path) not in PUBLIC:
             if method == "GET" and path.startswith("/label") and "text/html" in headers.get(
                     "accept", ""):
@@ -120,7 +120,7 @@ class Gate:
                "role": user.role if user else None, "method": method, "path": path[:500],
                "target": scope.get("state", {}).get("audit_target"),
                "status": outcome["status"], "client": client[0] if client else None}
-        await self.service.db.call(store.save_rows, AUDIT, [row])
+        self.service.audit(row)
 
 
 def presented_secret(headers: dict[str, str]) -> tuple[str | None, bool]:

@@ -79,11 +79,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
               help="Address-space limit of each job process.  [default: none]")
 @click.option("--job-timeout-s", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Wall-clock limit of each job.  [default: none]")
+@click.option("--header-timeout-s", default=10.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Time a request's headers may take to arrive; slower connections close.")
 @click.pass_context
 def service(ctx: click.Context, db: Path, host: str, port: int, data_dir: Path | None,
             endpoints: tuple[str, ...], allowed_hosts: tuple[str, ...], workers: int,
             max_upload_mb: float, user_quota_mb: float, user_jobs: int,
-            job_memory_mb: int | None, job_timeout_s: float | None) -> None:
+            job_memory_mb: int | None, job_timeout_s: float | None,
+            header_timeout_s: float) -> None:
     """Serve jobs (/v1/jobs), uploads (/v1/files) and the labelling page (/label).
 
     Every request needs a token (`rlaif service token create`). Jobs take the options of
@@ -97,6 +101,7 @@ def service(ctx: click.Context, db: Path, host: str, port: int, data_dir: Path |
     from align.service.app import create_app
     from align.service.context import Settings
     from align.service.endpoints import endpoint_table
+    from align.service.protocol import timed_protocol
 
     env = dict(os.environ)
     table = endpoint_table(list(endpoints), env)
@@ -124,6 +129,7 @@ def service(ctx: click.Context, db: Path, host: str, port: int, data_dir: Path |
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=10, proxy_headers=False,
                             timeout_keep_alive=5, limit_concurrency=512,
+                            http=timed_protocol(header_timeout_s),
                             h11_max_incomplete_event_size=64 * 1024)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -86,6 +86,18 @@ class JobInfo(BaseModel):
     accounting: str | None = None
 
 
+class EndpointInfo(BaseModel):
+    """An endpoint jobs may name (its URL and key stay with the service)."""
+
+    name: str
+    models: list[str] | None = None
+    embedded: bool
+
+
+class EndpointList(BaseModel):
+    endpoints: list[EndpointInfo]
+
+
 class JobSummary(BaseModel):
     """A job as the list shows it (no options or argv: ask the job for those)."""
 
@@ -214,27 +226,35 @@ async def _job_events(service: Service, job_id: str) -> AsyncIterator[bytes]:
         await asyncio.sleep(EVENT_INTERVAL_S)
 
 
+async def endpoints(service: Service = ON_SERVICE, user: User = OPERATOR) -> Any:
+    """The endpoints a job may name, with the models each serves (when the admin said)."""
+    return {"endpoints": [{"name": e.name, "models": e.models, "embedded": e.url is None}
+                          for e in service.runner.endpoints.values()]}
+
+
 def job_routes() -> APIRouter:
-    """The /v1/jobs routes."""
-    router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
-    router.add_api_route("", submit, methods=["POST"], status_code=201, response_model=JobInfo,
+    """The /v1/jobs and /v1/endpoints routes."""
+    router = APIRouter(prefix="/v1", tags=["jobs"], responses=ERRORS)
+    router.add_api_route("/endpoints", endpoints, methods=["GET"], response_model=EndpointList)
+    router.add_api_route("/jobs", submit, methods=["POST"], status_code=201,
+                         response_model=JobInfo,
                          responses={**BODY, 422: {"description": "Unknown kind or option, or "
                                                                  "options the CLI refuses"},
                                     429: {"model": Problem,
                                           "description": "Too many of your jobs are waiting"}})
-    router.add_api_route("", jobs, methods=["GET"], response_model=JobList)
-    router.add_api_route("/{job_id}", job, methods=["GET"], response_model=JobInfo,
+    router.add_api_route("/jobs", jobs, methods=["GET"], response_model=JobList)
+    router.add_api_route("/jobs/{job_id}", job, methods=["GET"], response_model=JobInfo,
                          responses=JOB_ERRORS)
-    router.add_api_route("/{job_id}/cancel", cancel, methods=["POST"], response_model=JobInfo,
+    router.add_api_route("/jobs/{job_id}/cancel", cancel, methods=["POST"], response_model=JobInfo,
                          responses={**JOB_ERRORS, 409: {
                              "model": Problem, "description": "The job has already finished"}})
     router.add_api_route(
-        "/{job_id}/results", results, methods=["GET"], response_class=StreamingResponse,
+        "/jobs/{job_id}/results", results, methods=["GET"], response_class=StreamingResponse,
         responses={**JOB_ERRORS, 409: {"model": Problem, "description": "No results yet"},
                    200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}},
                          "description": "JSONL, one result a line"}})
     router.add_api_route(
-        "/{job_id}/events", events, methods=["GET"], response_class=StreamingResponse,
+        "/jobs/{job_id}/events", events, methods=["GET"], response_class=StreamingResponse,
         responses={**JOB_ERRORS,
                    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                          "description": "Server-sent events: `progress` while it runs, then "

@@ -136,6 +136,7 @@ async def logout(request: Request, response: Response, service: Service = ON_SER
     secret, by_cookie = presented_secret(headers)
     if secret and by_cookie:
         await service.db.call(revoke, None, None, secret)
+        service.forget(secret)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return {"name": user.name, "role": user.role}
 
