@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -213,6 +214,9 @@ ROUTES = [
     ("POST", "/label/api/items", {"pairs": [pair(1)]}, STAFF),
     ("GET", "/label/api/stats", None, STAFF),
     ("GET", "/label/api/export", None, STAFF),
+    ("POST", "/v1/users", {"name": "newcomer", "role": "annotator"}, {"admin"}),
+    ("GET", "/v1/users/tokens", None, {"admin"}),
+    ("POST", "/v1/users/{user}/revoke", None, {"admin"}),
     ("GET", "/openapi.json", None, ALL),
     ("GET", "/docs", None, ALL),
     ("GET", "/docs/oauth2-redirect", None, ALL),
@@ -227,10 +231,10 @@ def test_every_route_answers_each_role_as_the_table_says(tmp_path):
             documented = {(m.upper(), p) for p, ops in paths.items() for m in ops}
             documented |= {("GET", "/openapi.json"), ("GET", "/docs"),
                            ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
-            table = {(m, p.replace("{file}", "{file_id}").replace("{job}", "{job_id}"))
-                     for m, p, _, _ in ROUTES}
+            table = {(m, p.replace("{file}", "{file_id}").replace("{job}", "{job_id}")
+                      .replace("{user}", "{name}")) for m, p, _, _ in ROUTES}
             assert table == documented  # a new route must be added to the table
-        ids = {}
+        ids = {"user": "op2"}
         with svc.client("op") as op:
             ids["file"] = upload(op, write_jsonl(tmp_path / "f.jsonl", [pair(0)]))
             ids["job"] = op.post("/v1/jobs", json={"kind": "constrained",
@@ -258,6 +262,26 @@ def test_every_route_answers_each_role_as_the_table_says(tmp_path):
                     assert status == 403, (method, path, user, status)
         for client in clients.values():
             client.close()
+
+
+def test_an_admin_manages_users_over_the_api(tmp_path):
+    with running_service(tmp_path / "u.db", workers=0) as svc, svc.client("admin") as admin:
+        made = admin.post("/v1/users", json={"name": "Bob\u200b", "role": "annotator"})
+        assert made.status_code == 201 and made.json()["name"] == "bob"
+        token = made.json()["token"]
+        with svc.client(None, headers={"Authorization": f"Bearer {token}"}) as bob:
+            assert bob.get("/label/api/me").json() == {"name": "bob", "role": "annotator"}
+            clash = admin.post("/v1/users", json={"name": "BOB", "role": "operator"})
+            assert clash.status_code == 422 and "already a annotator" in clash.text
+            listed = admin.get("/v1/users/tokens").json()["tokens"]
+            assert {"bob", "admin"} <= {t["name"] for t in listed}
+            assert token not in json.dumps(listed)
+            assert admin.post("/v1/users/bob/revoke").json() == {"revoked": 1}
+            deadline = time.monotonic() + 5  # a token's user is re-read every 2 s at most
+            while bob.get("/label/api/me").status_code != 401:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert admin.post("/v1/users/bob/revoke").status_code == 404
 
 
 def test_an_operator_sees_only_their_own_jobs_and_files(tmp_path):

@@ -26,6 +26,7 @@ from align.service.endpoints import Endpoint, endpoint_table
 from align.service.files_api import file_routes
 from align.service.jobs_api import job_routes
 from align.service.labels_api import label_routes
+from align.service.users_api import user_routes
 
 
 def create_app(db_path: str | Path, settings: Settings, env: dict[str, str] | None = None,
@@ -51,6 +52,7 @@ def create_app(db_path: str | Path, settings: Settings, env: dict[str, str] | No
     app.include_router(file_routes())
     app.include_router(job_routes())
     app.include_router(label_routes())
+    app.include_router(user_routes())
     return Gate(app, service, settings.hosts, settings.upload_bytes)
 
 
