@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from align.cli import main
+from align.export.datasets import export_prompts
 from align.rl.prompts import load_rl_prompts
 from align.rl.rewards import RewardSpec, parse_reward, verify_rewards
 from align.rl.watch import RewardWatch, Thresholds, alarms, pearson
@@ -145,6 +146,19 @@ def test_ifeval_form_prompts_become_verifier_constraints(tmp_path):
                                 "language"], "kwargs": [{"language": "fr"}]}) + "\n")
     with pytest.raises(UserInputError, match=r"ifeval.jsonl:1: key 'instruction_id_list'"):
         load_rl_prompts(path)
+
+
+def test_exported_prompts_keep_their_constraints_for_the_verifier(tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    constraints = [{"kind": "no_commas"}]
+    labels.write_text("".join(json.dumps(
+        {"prompt": "Say hi.", "response_a": "hi", "response_b": "hi, you", "preferred": "a",
+         "constraints": constraints}) + "\n" for _ in range(2)) + json.dumps(
+        {"prompt": "Say bye.", "response_a": "bye", "response_b": "ciao", "preferred": "a"})
+        + "\n")
+    export_prompts(tmp_path / "prompts.jsonl", labels=labels)
+    rows = load_rl_prompts(tmp_path / "prompts.jsonl")
+    assert [json.loads(r["constraints"]) for r in rows] == [constraints, []]
 
 
 def test_watch_statistics_and_alarms():

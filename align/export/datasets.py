@@ -235,14 +235,16 @@ def preference_rows(pairs: Iterable[Row], origin: str) -> tuple[list[Row], Count
 
 
 def prompt_rows(rows: Iterable[Row]) -> list[Row]:
-    """Unique prompt-only rows ``{"id", "prompt"}`` from SFT or preference rows, in order."""
+    """Unique prompt-only rows ``{"id", "prompt"}`` from SFT or preference rows, in order; a
+    row's verifier ``constraints`` (a JSON string) travel with it, for online RL rewards."""
     seen, out = set(), []
     for row in rows:
         prompt = row["prompt"] if "prompt" in row else _sft_prompt(row["messages"])
         key = prompt_key(prompt)
         if key not in seen:
             seen.add(key)
-            out.append({"id": content_id(prompt), "prompt": prompt})
+            extra = {"constraints": row["constraints"]} if row.get("constraints") else {}
+            out.append({"id": content_id(prompt), "prompt": prompt, **extra})
     return out
 
 
@@ -399,6 +401,20 @@ def export_preference(
     return {"read": read, "dropped": dict(dropped), **write_export(rows, out, test_size, seed)}
 
 
+def constraints_json(constraints: Any, where: str) -> str | None:
+    """A row's verifier constraints as one JSON string (None when it has none)."""
+    if not constraints:
+        return None
+    if isinstance(constraints, str):
+        try:
+            constraints = json.loads(constraints)
+        except ValueError:
+            raise UserInputError(f"{where}: key 'constraints': not a JSON list") from None
+    if not isinstance(constraints, list):
+        raise UserInputError(f"{where}: key 'constraints': expected a list of specs")
+    return json.dumps(constraints)
+
+
 def export_prompts(
     out: str | Path, *, labels: str | Path | None = None, source: str = "labels",
     db: str | Path | None = None, test_size: float | None = None, seed: int = 0,
@@ -408,7 +424,8 @@ def export_prompts(
         if labels is None:
             raise UserInputError("--labels FILE is required with --source labels")
         rows = prompt_rows(
-            {"prompt": as_prompt(line.obj.get("prompt"), line.where)}
+            {"prompt": as_prompt(line.obj.get("prompt"), line.where),
+             "constraints": constraints_json(line.obj.get("constraints"), line.where)}
             for line in read_jsonl(labels)
         )
     elif source in SFT_SOURCES:
