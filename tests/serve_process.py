@@ -14,6 +14,12 @@ RLAIF = str(Path(sys.executable).parent / "rlaif")
 BACKENDS = ["ctranslate2", "transformers"]
 
 
+def session_cache_env(tmp_path_factory) -> dict[str, str]:
+    """The environment that points a server at this session's cache folder (the autouse
+    fixture that sets it for tests has not run yet when a module-scoped server starts)."""
+    return {"RLAIF_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "rlaif-cache")}
+
+
 class Server:
     """A running `rlaif serve` subprocess; ``base_url`` is its /v1 URL."""
 

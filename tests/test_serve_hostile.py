@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import openai
 import orjson
 import pytest
-from serve_process import BACKENDS, Server
+from serve_process import BACKENDS, Server, session_cache_env
 from tiny_models import tiny_model_dir  # noqa: F401 (a fixture)
 
 KEY = "hostile-test-key-1234"
@@ -40,14 +40,17 @@ def backend(request) -> str:
     return request.param
 
 
-def start(tiny_model_dir: Path, backend: str, log: Path, *extra: str) -> Server:  # noqa: F811
+def start(tiny_model_dir: Path, backend: str, log: Path, cache: dict[str, str],  # noqa: F811
+          *extra: str) -> Server:
     return Server(["--model", str(tiny_model_dir), "--port", "0", "--backend", backend,
-                   "--api-key-env", KEY_ENV, *LIMITS, *extra], log, env={KEY_ENV: KEY}, key=KEY)
+                   "--api-key-env", KEY_ENV, *LIMITS, *extra], log, env={KEY_ENV: KEY, **cache},
+                  key=KEY)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, tmp_path_factory, backend: str) -> Iterator[Server]:  # noqa: F811
-    running = start(tiny_model_dir, backend, tmp_path_factory.mktemp("serve") / "stderr.txt")
+    running = start(tiny_model_dir, backend, tmp_path_factory.mktemp("serve") / "stderr.txt",
+                    session_cache_env(tmp_path_factory))
     yield running
     running.stop()
 
@@ -282,9 +285,10 @@ def test_key_from_the_environment_is_not_in_the_command_line(server):
 
 @pytest.mark.slow
 def test_shutdown_with_requests_in_flight_prints_no_traceback(tiny_model_dir, backend,  # noqa: F811
-                                                              tmp_path):
+                                                              tmp_path, tmp_path_factory):
     log = tmp_path / "stderr.txt"
-    running = start(tiny_model_dir, backend, log, "--shutdown-grace", "1")
+    running = start(tiny_model_dir, backend, log, session_cache_env(tmp_path_factory),
+                    "--shutdown-grace", "1")
     client = openai.OpenAI(base_url=running.base_url, api_key=KEY, max_retries=0, timeout=60)
     outcomes: list[str] = []
 
