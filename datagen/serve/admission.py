@@ -4,7 +4,8 @@ A request's cost is its rows times (prompt tokens + new tokens); one valid reque
 able to ask for 128 x 8,000 tokens and stall everyone for minutes. ``Limits`` holds the bounds
 (body bytes, tokens per request, tokens in flight, timeouts); ``TokenGate`` admits requests
 while the tokens in flight stay within the budget and queues the rest first come, first
-served, so memory stays bounded however many clients connect.
+served (small requests that fit pass a queued large one, so a judge's 1-token request never
+waits for two large generations), so memory stays bounded however many clients connect.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+
+SMALL_SHARE = 16  # requests up to 1/16 of the in-flight budget never queue behind larger ones
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,10 @@ class TokenGate:
         return len(self._waiters)
 
     async def acquire(self, weight: int) -> None:
-        """Wait until ``weight`` tokens fit in the budget (after everyone queued earlier)."""
-        if not self._waiters and self.used + weight <= self.capacity:
+        """Wait until ``weight`` tokens fit in the budget, after everyone queued earlier; a
+        small request (1/16 of the budget or less) that fits now passes a queued large one."""
+        small = weight * SMALL_SHARE <= self.capacity
+        if (small or not self._waiters) and self.used + weight <= self.capacity:
             self.used += weight
             return
         future = asyncio.get_running_loop().create_future()

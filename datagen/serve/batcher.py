@@ -177,8 +177,11 @@ class Batcher:
             seen[id(row.job)] = seen.get(id(row.job), 0) + 1
             if seen[id(row.job)] > share[id(row.job)]:
                 excess.append(i)
-        if excess:
-            self._park(excess)
+        groups: dict[int, list[Row]] = {}
+        for i in excess:
+            groups.setdefault(id(self._rows[i].job), []).append(self._rows[i])
+        for group in groups.values():  # one group per job, so a cancelled job drops only its own
+            self._park([self._rows.index(row) for row in group])
         room = self.max_batch - len(self._rows)
         active = _counts([row.job for row in self._rows])
         for parked in list(self._parked):
@@ -225,7 +228,8 @@ class Batcher:
         self._parked.append(Parked([self._rows[i] for i in indices], kv, mask[:, first:],
                                    self._logits[index]))
         self.stats.parked_rows += len(indices)
-        self._keep([i for i in range(len(self._rows)) if i not in set(indices)])
+        parked = set(indices)
+        self._keep([i for i in range(len(self._rows)) if i not in parked])
 
     def _step(self, admitted: list[tuple[Job, int]]) -> None:
         if admitted:
