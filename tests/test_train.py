@@ -183,3 +183,28 @@ def test_dpo_under_torchrun_with_two_cpu_processes(policy, pairs, tmp_path):
     # 48 train rows, 8 per rank: one step covers 16 rows with 2 ranks (8 with one) -> 3 steps/epoch
     assert logs[0]["epoch"] == pytest.approx(1 / 3)
     assert changed(policy, out)
+
+
+@pytest.mark.slow
+def test_training_output_is_one_bar_or_one_line_and_metrics_go_to_the_file(
+        policy, sft_data, tmp_path):
+    # issue 17: TRL's per-step dicts and a FutureWarning filled the terminal of every train
+    import warnings
+
+    from test_progress import run_on_a_terminal
+
+    args = ["train", "sft", "--data", str(sft_data), "--model", str(policy), "--max-steps", "3"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        piped = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "piped")])
+    assert piped.exit_code == 0, piped.output
+    assert "{'loss'" not in piped.output and piped.stdout.startswith("trained sft: 3 steps")
+    assert not [w for w in seen if "is_gradient_checkpointing" in str(w.message)]
+    rows = [json.loads(line) for line in (tmp_path / "piped" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    code, shown = run_on_a_terminal([sys.executable, "-m", "align.cli", *args, "-o",
+                                     str(tmp_path / "tty")])
+    assert code == 0, shown
+    assert "train sft" in shown and "3/3" in shown and "loss " in shown
+    assert "{'loss'" not in shown

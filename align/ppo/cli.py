@@ -9,6 +9,7 @@ line win), reads prompts from JSONL or a saved Hugging Face dataset, calls
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -224,8 +225,16 @@ def train_ppo(prompts_path: str, policy: str, reward_model: str, output: str,
     output_dir = Path(output)
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise UserInputError(f"{output_dir}: output directory exists and is not empty")
-    result = ppo.train_ppo(config, policy=policy_dir, reward_model=reward_dir, prompts=prompts,
-                           output_dir=output_dir)
+    from align.train.progress import TrainingBar  # imports transformers: only when training
+
+    bar = TrainingBar("train ppo", math.ceil((config.total_episodes or len(prompts))
+                                             / config.batch_size), unit="update")
+    try:
+        result = ppo.train_ppo(config, policy=policy_dir, reward_model=reward_dir,
+                               prompts=prompts, output_dir=output_dir,
+                               on_update=lambda row: bar.update(int(row["update"]), row))
+    finally:
+        bar.close()
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if plot:

@@ -41,6 +41,7 @@ from align.rl.rewards import (
 )
 from align.rl.watch import RewardWatch, Thresholds
 from align.train.metrics import METRICS_FILE, read_metrics
+from align.train.progress import quiet_library_warnings
 from align.train.trainers import build_config, resolve_model
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write
@@ -157,6 +158,7 @@ def train_online(
     config = build_config(kind, output, config_file, defaults=online_defaults(kind, save_steps),
                           **overrides)
     with ExitStack() as stack:
+        stack.enter_context(quiet_library_warnings())
         tokenizer, watch = make_watch(model_dir, specs)
         max_tokens = config.max_new_tokens if kind == "online-dpo" else \
             config.max_completion_length
@@ -199,17 +201,15 @@ def make_trainer(kind: str, config: Any, model_dir: str, tokenizer: Any,
                  callback: WatchCallback) -> Any:
     """TRL's trainer for ``kind``, with the watch in place of transformers' progress bar."""
     from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from align.train.progress import replace_printers
     from align.train.trainers import trl_classes
 
     _, trainer_class = trl_classes(kind)
     trainer = trainer_class(model=model_dir, reward_funcs=terms, args=config,
                             train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                             callbacks=[callback])
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    return trainer
+    return replace_printers(trainer, f"train {kind}")
 
 
 def _save(trainer: Any, output: Path, callback: WatchCallback, stop_on_alarm: bool) -> str | None:

@@ -26,6 +26,7 @@ from transformers import TrainerCallback
 
 from align.export.datasets import load_split, require_columns
 from align.train.metrics import METRICS_FILE, append_metrics, read_metrics
+from align.train.progress import quiet_library_warnings, replace_printers
 from datagen.errors import UserInputError
 
 KINDS = ("sft", "rm", "dpo")
@@ -195,15 +196,16 @@ def train(
     model_dir = resolve_model(model)
     dataset = load_training_data(kind, data)
     _, trainer_class = trl_classes(kind)
-    trainer = trainer_class(
-        model=model_dir,
-        args=config,
-        train_dataset=dataset,
-        processing_class=AutoTokenizer.from_pretrained(model_dir),
-        peft_config=lora_config(kind) if lora else None,
-        callbacks=[MetricsCallback(Path(output_dir) / METRICS_FILE)],
-    )
-    result = trainer.train()
+    with quiet_library_warnings():
+        trainer = replace_printers(trainer_class(
+            model=model_dir,
+            args=config,
+            train_dataset=dataset,
+            processing_class=AutoTokenizer.from_pretrained(model_dir),
+            peft_config=lora_config(kind) if lora else None,
+            callbacks=[MetricsCallback(Path(output_dir) / METRICS_FILE)],
+        ), f"train {kind}")
+        result = trainer.train()
     save_model(trainer, output_dir)
     summary = {
         "kind": kind,
