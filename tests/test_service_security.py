@@ -287,6 +287,18 @@ def test_an_admin_manages_users_over_the_api(tmp_path):
 def test_an_operator_sees_only_their_own_jobs_and_files(tmp_path):
     with running_service(tmp_path / "o.db", workers=0) as svc, svc.client("op") as op, \
             svc.client("op2") as other, svc.client("admin") as admin:
+        body = b"".join(json.dumps(pair(i)).encode() + b"\n" for i in range(3))
+        form = op.post("/v1/files", data={"purpose": "batch"},
+                       files={"file": ("../../pairs.jsonl", body, "application/jsonl")})
+        assert form.status_code == 201, form.text  # a multipart form, as OpenAI's Files API
+        assert form.json()["filename"] == "pairs.jsonl"
+        assert form.json()["bytes"] == len(body)
+        assert form.json()["sha256"] == hashlib.sha256(body).hexdigest()
+        assert op.get(f"/v1/files/{form.json()['id']}/content").content == body
+        no_file = (b'--b0\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+                   b"--b0--\r\n")
+        assert op.post("/v1/files", content=no_file, headers={
+            "Content-Type": "multipart/form-data; boundary=b0"}).status_code == 400
         file_id = upload(op, write_jsonl(tmp_path / "f.jsonl", [pair(0)]))
         job_id = op.post("/v1/jobs", json={"kind": "constrained",
                                            "options": {"limit": 1}}).json()["id"]

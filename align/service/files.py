@@ -1,11 +1,13 @@
 """Files uploaded to `rlaif service`: the only way a job's inputs arrive.
 
 A job may not read a path of the service's machine, so its inputs are uploaded first
-(``POST /v1/files``, as OpenAI's Files API does) and named by the returned id. The body is
-streamed to disk under ``DATA_DIR/files`` in chunks, never held in memory, with its size
-checked against the upload limit and the owner's remaining quota as it arrives (a body over
-either is dropped and answered 413) and its SHA-256 computed on the way; only then is the row
-written to ``service_files``. A file belongs to its uploader (admins may read any).
+(``POST /v1/files``, as OpenAI's Files API does: the raw body, or the ``file`` part of a
+``multipart/form-data`` body, read by python-multipart's streaming parser) and named by the
+returned id. The bytes are streamed to disk under ``DATA_DIR/files`` in chunks, never held
+in memory, their size checked against the upload limit and the owner's remaining quota as
+they arrive (a body over either is dropped and answered 413) and their SHA-256 computed on
+the way; only then is the row written to ``service_files``. A file belongs to its uploader
+(admins may read any).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from python_multipart.multipart import MultipartParser, parse_options_header
+
 from datagen import store
 from datagen.store import tables
 
@@ -28,6 +32,50 @@ CHUNK = 1 << 16
 
 class TooLarge(Exception):
     """An upload went past the limit it was given."""
+
+
+class BadUpload(Exception):
+    """A multipart body that holds no file."""
+
+
+async def multipart_file(chunks: AsyncIterator[bytes], content_type: str,
+                         found: dict[str, str]) -> AsyncIterator[bytes]:
+    """The bytes of the first part of a multipart/form-data body that carries a filename, as
+    they arrive (its filename goes into ``found``); other parts are skipped."""
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        raise BadUpload("a multipart body needs a boundary")
+    part: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "file": False}
+    out: list[bytes] = []
+
+    def header_end() -> None:
+        part["headers"][part["field"].lower()] = part["value"]
+        part["field"], part["value"] = b"", b""
+
+    def headers_done() -> None:
+        disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        filename = disposition[1].get(b"filename")
+        part["file"] = filename is not None and "filename" not in found
+        if part["file"]:
+            found["filename"] = filename.decode("utf-8", "replace")
+
+    callbacks = {
+        "on_part_begin": lambda: part.update(headers={}, file=False),
+        "on_header_field": lambda d, a, b: part.update(field=part["field"] + d[a:b]),
+        "on_header_value": lambda d, a, b: part.update(value=part["value"] + d[a:b]),
+        "on_header_end": header_end,
+        "on_headers_finished": headers_done,
+        "on_part_data": lambda d, a, b: out.append(bytes(d[a:b])) if part["file"] else None,
+    }
+    parser = MultipartParser(boundary, callbacks, max_header_size=4096)
+    async for chunk in chunks:
+        parser.write(chunk)
+        if out:
+            yield b"".join(out)
+            out.clear()
+    parser.finalize()
+    if "filename" not in found:
+        raise BadUpload("the multipart body has no file part")
 
 
 def clean_filename(name: str | None) -> str:

@@ -1,9 +1,9 @@
 """The upload routes of `rlaif service` (``/v1/files``): how a job's inputs arrive.
 
 Plain functions behind the gate (operators and admins): ``POST /v1/files`` streams the raw
-body to disk under the upload limit and the caller's remaining quota (``align.service.files``),
-``GET /v1/files`` pages through the caller's uploads, ``GET /v1/files/{id}`` and
-``/content`` show one of them (another user's is a 404).
+body (or a multipart form's file part) to disk under the upload limit and the caller's
+remaining quota (``align.service.files``), ``GET /v1/files`` pages through the caller's
+uploads, ``GET /v1/files/{id}`` and ``/content`` show one of them (another user's is a 404).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from pydantic import BaseModel, Field
 from align.service.auth import allow
 from align.service.context import ERRORS, Problem, Service
 from align.service.files import (
+    BadUpload,
     TooLarge,
     clean_filename,
     get_file,
+    multipart_file,
     receive_file,
     record_file,
     stored_bytes,
@@ -52,19 +54,27 @@ def _info(row: dict[str, Any]) -> dict[str, Any]:
 
 async def upload(request: Request, filename: str = Query("upload", max_length=255),
                  service: Service = ON_SERVICE, user: User = OPERATOR) -> Any:
-    """Upload a file (the raw request body); jobs name it by the returned id."""
+    """Upload a file (the raw request body, or the file part of a multipart form); jobs name
+    it by the returned id."""
     settings = service.settings
     room = settings.user_bytes - await service.db.call(stored_bytes, user.id)
     limit = max(0, min(settings.upload_bytes, room))
+    chunks, named = request.stream(), {"filename": filename}
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        named = {}
+        chunks = multipart_file(chunks, content_type, named)
     try:
         file_id, path, size, digest = await receive_file(
-            request.stream(), settings.data_dir / "files", limit)
+            chunks, settings.data_dir / "files", limit)
     except TooLarge:
         why = ("the upload limit" if limit == settings.upload_bytes
                else "what is left of your storage quota")
         raise HTTPException(413, f"the file is over {why} ({limit} bytes)") from None
-    row = await service.db.call(record_file, file_id, user.id, clean_filename(filename), size,
-                                digest, path)
+    except BadUpload as exc:
+        raise HTTPException(400, str(exc)) from None
+    row = await service.db.call(record_file, file_id, user.id,
+                                clean_filename(named.get("filename")), size, digest, path)
     request.state.audit_target = file_id
     return _info(row)
 
@@ -105,8 +115,11 @@ def file_routes() -> APIRouter:
     router.add_api_route(
         "", upload, methods=["POST"], status_code=201, response_model=FileInfo,
         openapi_extra={"requestBody": {"required": True, "content": {
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
-        responses={413: {"model": Problem, "description": "Over the upload limit or quota"}})
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"}}, "required": ["file"]}}}}},
+        responses={400: {"model": Problem, "description": "A multipart body with no file"},
+                   413: {"model": Problem, "description": "Over the upload limit or quota"}})
     router.add_api_route("", files, methods=["GET"], response_model=FileList)
     router.add_api_route("/{file_id}", file_info, methods=["GET"], response_model=FileInfo,
                          responses=FILE_ERRORS)
