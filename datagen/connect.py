@@ -39,6 +39,7 @@ KEY_ENV = "OPENAI_API_KEY"  # where the API key is read from unless --api-key-en
 # Options that are ClientConfig fields of the same name: their defaults are the config's.
 CONFIG_FIELDS = ("model", "concurrency", "rpm", "tpm", "max_retries", "timeout", "budget_usd")
 HOSTED_BASE_URL = "https://api.openai.com/v1"
+LEDGER_ONLY_URL = "http://127.0.0.1:9/v1"  # stands in when the ledger answers everything
 
 
 def _default(field: str) -> Any:
@@ -185,9 +186,14 @@ def _run_label() -> str:
 
 @contextmanager
 def endpoint_url(
-    base_url: str | None, model: str | None = None
+    base_url: str | None, model: str | None = None,
+    answered: Callable[[str], bool] | None = None,
 ) -> Iterator[tuple[str, str | None]]:
-    """Yield (base_url, model): the given URL, $OPENAI_BASE_URL, or the embedded server."""
+    """Yield (base_url, model): the given URL, $OPENAI_BASE_URL, or the embedded server.
+
+    ``answered(model)``, when given, says whether the ledger already answers every request
+    the command would send to ``model``; when it does, no embedded server is started (~7 s
+    saved): the client answers everything from the ledger and never connects."""
     url = base_url or os.environ.get("OPENAI_BASE_URL")
     if url:
         if not url.startswith(("http://", "https://")):
@@ -195,10 +201,27 @@ def endpoint_url(
         yield url, model
         return
     from datagen.serve.autostart import embedded_endpoint
+    from datagen.serve.default_model import served_model_id
 
     spec = os.environ.get("RLAIF_SERVE_MODEL") or "default"
+    planned = model or served_model_id(spec)
+    if answered is not None and answered(planned):
+        print(f"rlaif: the ledger answers every request to {planned}; the embedded model is "
+              "not started", file=sys.stderr)
+        yield LEDGER_ONLY_URL, planned
+        return
     with embedded_endpoint(spec) as (url, served_model):
         yield url, model or served_model
+
+
+def ledger_answers_all(db_path: Path, keys: list[str]) -> bool:
+    """Whether every one of these requests completed before in the ledger at ``db_path``."""
+    from datagen import store
+
+    if not keys or not db_path.is_file():
+        return False
+    rows = store.ledger_lookup(store.open_db(db_path), set(keys))
+    return len(rows) == len(set(keys)) and all(r["status"] == "ok" for r in rows.values())
 
 
 def pop_client_options(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,15 @@ def test_batch_without_base_url_uses_the_auto_started_embedded_model(tiny_model_
     assert 1 <= len(content) <= 5
     assert all(t["logprob"] <= 0 and len(t["top_logprobs"]) == 2 for t in content)
     assert body["usage"]["completion_tokens"] == len(content)
+    # issue 17: a rerun the ledger answers in full starts no model
+    again = subprocess.run(
+        [sys.executable, "-m", "align.cli", "batch", str(src), "-o", str(tmp_path / "again.jsonl"),
+         "--db", str(tmp_path / "d.db")], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "started the embedded model" not in again.stderr
+    assert "the embedded model is not started" in again.stderr
+    assert "1 from the ledger" in again.stderr
+    assert json.loads((tmp_path / "again.jsonl").read_text())["response"] == line["response"]
 
 
 def test_a_retrained_model_directory_gets_a_new_served_id(tmp_path):

@@ -25,6 +25,7 @@ from datagen.connect import (
     endpoint_url,
     executor_options,
     hosted_options,
+    ledger_answers_all,
     open_client,
     pop_client_options,
 )
@@ -136,7 +137,11 @@ def _run(input_file: Path, output: Path, errors: Path | None, db: Path,
     auto_endpoint = not (options.get("base_url") or os.environ.get("OPENAI_BASE_URL"))
     lines = read_batch_file(input_file, default_model=options.get("model"),
                             require_model=not auto_endpoint, hosted=hosted)
-    with endpoint_url(options.get("base_url"), options.get("model")) as (url, model):
+    def answered(model: str) -> bool:
+        fill_model(lines, model)
+        return not hosted and ledger_answers_all(db, [line.key for line in lines])
+
+    with endpoint_url(options.get("base_url"), options.get("model"), answered) as (url, model):
         if model:
             fill_model(lines, model)
         config = client_config(options, url)
