@@ -15,6 +15,7 @@ from ifeval_reference import load_reference, reference_lists
 
 from align.cli import main
 from align.report import plots
+from datagen import store
 from judges.constraints.ifeval.evaluate import (
     bundled_prompts_path,
     follow_lists,
@@ -306,6 +307,36 @@ def test_policy_answers_greedily_through_the_ledger(tmp_path, fake_llm):
     again = run_ifeval(*args)
     assert again.exit_code == 0 and len(fake_llm.requests) == 4
     assert json.loads(again.output)["prompt_level_strict_acc"] == summary["prompt_level_strict_acc"]
+    database = store.open_db(tmp_path / "r.db")
+    [run] = [store.get_run(database, r["id"]) for r in store.load_rows(database, "runs")]
+    assert run["kind"] == "ifeval" and run["status"] == "done"
+    assert run["args"]["max_tokens"] == 1280 and run["args"]["temperature"] == 0.0
+    assert run["summary"]["inst_level_strict_acc"] == summary["inst_level_strict_acc"]
+
+
+def test_failed_policy_request_exits_1_then_a_rerun_pays_only_for_it(tmp_path, fake_llm):
+    rows = bundled_rows()[:3]
+    broken = {"on": True}
+
+    def answer(path, body):
+        if broken["on"] and rows[1]["prompt"] in json.dumps(body):
+            return {"status": 400, "error": "rejected"}
+        return {"text": "fine"}
+
+    fake_llm.responder = answer
+    prompts = write_jsonl(tmp_path / "p.jsonl", rows)
+    args = ["--prompts", str(prompts), "--policy", fake_llm.base_url, "--policy-model", "pol",
+            "--db", str(tmp_path / "r.db"), "-o", str(tmp_path / "o.jsonl")]
+    result = run_ifeval(*args)
+    assert result.exit_code == 1 and "1 of 3 requests failed" in result.output
+    assert not (tmp_path / "o.jsonl").exists()
+    database = store.open_db(tmp_path / "r.db")
+    assert [r["status"] for r in store.load_rows(database, "runs")] == ["failed"]
+    broken["on"] = False
+    sent = len(fake_llm.requests)
+    again = run_ifeval(*args)
+    assert again.exit_code == 0, again.output
+    assert len(fake_llm.requests) == sent + 1 and (tmp_path / "o.jsonl").exists()
 
 
 def test_label_and_generate_read_ifeval_form(tmp_path, fake_llm):

@@ -233,15 +233,21 @@ def eval_ifeval(prompts_path: Path | None, responses_path: Path | None, policy: 
         ifeval.missing_responses(items, responses, responses_path)
         source = {"responses": str(responses_path)}
     else:
-        responses, source = _answer_ifeval(items, policy, policy_model,
-                                           Sampling(temperature=temperature,
-                                                    max_tokens=max_tokens, seed=seed),
-                                           kwargs, db)
+        sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed)
+        args = {"policy": policy, "policy_model": policy_model, "n_prompts": len(items),
+                "prompts": str(prompts_path or bundled_ifeval_path()), **sampling.model_dump()}
+        run_id = "ifeval-" + hashlib.sha256(dump_options(args).encode()).hexdigest()[:12]
+        database = store.open_db(db)
+        store.start_run(database, run_id, "ifeval", args, seed)
+        responses, source = _answer_ifeval(items, policy, policy_model, sampling, kwargs,
+                                           database, run_id)
     rows = ifeval.score(items, responses)
     result = ifeval.summarise(rows) | source | {
         "prompts": str(prompts_path or bundled_ifeval_path()),
         "contamination": {"checked": [str(p) for p in train_paths], "close": close,
                           "clean": not close if train_paths else None}}
+    if policy is not None:
+        store.finish_run(database, run_id, "done", {k: result[k] for k in ifeval.METRICS})
     if output is not None:
         write_jsonl(output, rows)
     click.echo(json.dumps(result) if as_json else ifeval.format_summary(result))
@@ -253,17 +259,19 @@ def eval_ifeval(prompts_path: Path | None, responses_path: Path | None, policy: 
 
 
 def _answer_ifeval(items: list[Any], policy: str, policy_model: str | None, sampling: Sampling,
-                   options: dict[str, Any], db: Path) -> tuple[dict[str, str], dict[str, Any]]:
-    """The policy's answer to each prompt, through the ledger; exits 1 if any request failed."""
+                   options: dict[str, Any], database: Any,
+                   run_id: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """The policy's answer to each prompt, through the ledger; exits 1 (run recorded as
+    failed) if any request failed."""
     source = parse_source("policy", policy, policy_model)
     prompts = [PromptItem(id=str(item.key), prompt=item.prompt) for item in items]
-    database = store.open_db(db)
     with served([source]) as endpoints:
         config = client_config(options, endpoints[0].base_url, model=endpoints[0].model)
         (answers,) = answer(config, database, prompts, [sampling],
                             progress=options.get("progress"))
     failed = [a for a in answers if a.status != "ok"]
     if failed:
+        store.finish_run(database, run_id, "failed", {"failed_requests": len(failed)})
         click.echo(f"eval ifeval: {len(failed)} of {len(answers)} requests failed (first: "
                    f"{failed[0].error}); rerun to retry them", err=True)
         sys.exit(1)
