@@ -9,7 +9,13 @@ import re
 import pydantic
 import pytest
 
-from judges.constraints.checkers import HIGHLIGHT_RE, Doc, count_phrase
+from judges.constraints.checkers import (
+    HIGHLIGHT_RE,
+    Doc,
+    _is_sentence,
+    _plain_sentences,
+    count_phrase,
+)
 from judges.constraints.compat import (
     CONFLICTS,
     EXCLUSIVE,
@@ -17,6 +23,7 @@ from judges.constraints.compat import (
     compatible,
     kinds_compatible,
 )
+from judges.constraints.ifeval.text import split_sentences
 from judges.constraints.kinds import KINDS, check, parse_constraints
 
 LIST_3 = "Some intro.\n\n- one\n- two\n- three\n"
@@ -437,6 +444,30 @@ def _random_texts(count: int = 3000) -> list[str]:
     rng = random.Random(0)
     alphabet = list("ab AZ.!?…。！\n\n \t**_-'\"”),3é") + ["plan", "Plan", "***", "e.g. "]
     return ["".join(rng.choices(alphabet, k=rng.randint(0, 40))) for _ in range(count)]
+
+
+PUNKT_WORDS = re.findall(r"\S+", """
+the cat Dr. dr. Mr. p.m. e.g. etc. U.S. No. vs. Inc. Jan. St. a. I. 3. 1. 10. end. end? end!
+end!! why?! (hi.) "hi." 'so.' Then then He But ... wait... … word. word.. x. B. J. o. co. ok.
+Ok. well-dr. 3.5 $5. v1.2 A The In is ' " ( ) ? ! . - Section 1) a) ii. iv. *bold*. [name].
+*a* _x_. **b**! light*. [x] word*? *fresh [idea] 'quote "Then (then -dash #tag @me {x} x: x;
+**Bold** _it_ `code`. «Oui».
+""")
+
+
+def test_sentence_shortcut_matches_punkt() -> None:
+    """Blocks counted without Punkt (plain words before every end) count as Punkt counts."""
+    rng = random.Random(0)
+    shortcut = 0
+    for _ in range(6000):
+        text = " ".join(rng.choice(PUNKT_WORDS) for _ in range(rng.randint(1, 15)))
+        pieces = _plain_sentences(text)
+        if pieces is None:
+            continue
+        shortcut += 1
+        assert sum(map(_is_sentence, (p.strip() for p in pieces))) == sum(
+            map(_is_sentence, split_sentences(text))), repr(text)
+    assert shortcut > 300
 
 
 def test_highlight_pattern_matches_reference() -> None:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from judges.constraints.ifeval.text import split_sentences
+from judges.constraints.ifeval.text import abbreviation_types, split_sentences
 
 
 class Check(NamedTuple):
@@ -45,6 +45,16 @@ WORD_CHAR_RE = re.compile(r"[^\W_]")
 # marker ("1.", "b)"), is not a sentence.
 SENTENCE_BLOCK_RE = re.compile(r"\n[ \t]*\n|(?<=[。！？])")
 LIST_MARKER_RE = re.compile(r"\(?(?:\d{1,9}|[a-zA-Z]|[ivxIVX]{1,5})[.)]")
+# Punkt is exact but costs about 300 us for a 100-word reply. Where every token holding a
+# . ? ! or … is a plain word of two or more ASCII letters ending in one "." or a run of "?!"
+# (closing quotes or brackets allowed), not a known abbreviation, Punkt's only possible
+# answer is a break after each such token (its abbreviation, initial, number, ellipsis and
+# collocation rules cannot apply), so those blocks are counted by this pattern instead;
+# tests/test_constraints.py checks the shortcut against Punkt on random texts.
+END_MARK_RE = re.compile(r"[.?!…]")
+PLAIN_END_TOKEN_RE = re.compile(
+    r"[(\[\"'“‘*_]*([A-Za-z]{2,})[*_\]]*(?:\.|[?!]+)[)\]\"'”’»*_]*"
+)
 
 # Paragraphs in blank-line mode: runs of non-blank lines; a chunk without any letter or
 # digit (for example a lone "***" line) is not a paragraph.
@@ -201,7 +211,10 @@ class Doc:
         count = 0
         for block in SENTENCE_BLOCK_RE.split(self.text):
             if WORD_CHAR_RE.search(block):
-                count += sum(1 for piece in split_sentences(block) if _is_sentence(piece))
+                pieces = _plain_sentences(block)
+                if pieces is None:
+                    pieces = split_sentences(block)
+                count += sum(1 for piece in pieces if _is_sentence(piece))
         return count
 
     @cached_property
@@ -255,6 +268,30 @@ class Doc:
     @cached_property
     def lowered(self) -> str:
         return self.text.lower()
+
+
+def _plain_sentences(block: str) -> list[str] | None:
+    """The sentences of a block whose sentence ends are all plain words (see
+    ``PLAIN_END_TOKEN_RE``) each followed by a word or the end, or None when some end needs
+    Punkt's judgement."""
+    if END_MARK_RE.search(block) is None:
+        return [block]
+    pieces, start, after_end = [], 0, False
+    abbreviations = abbreviation_types()
+    for token in re.finditer(r"\S+", block):
+        word = token.group()
+        if after_end and WORD_CHAR_RE.search(word) is None:
+            return None  # Punkt may attach a stray quote or bracket to the sentence before
+        after_end = END_MARK_RE.search(word) is not None
+        if not after_end:
+            continue
+        plain = PLAIN_END_TOKEN_RE.fullmatch(word)
+        if plain is None or plain.group(1).lower() in abbreviations:
+            return None
+        pieces.append(block[start : token.end()])
+        start = token.end()
+    pieces.append(block[start:])
+    return pieces
 
 
 def _is_sentence(piece: str) -> bool:

@@ -35,6 +35,14 @@ def sentence_tokenizer() -> Any:
 
 
 @cache
+def abbreviation_types() -> frozenset[str]:
+    """The English Punkt model's abbreviations, lowercased without the final dot ("dr")."""
+    from punkt.data import english
+
+    return frozenset(english.ABBREV_TYPES)
+
+
+@cache
 def _word_tokenizer() -> Any:
     from nltk.tokenize.destructive import NLTKWordTokenizer
 
