@@ -1,17 +1,19 @@
 """Verifiable constraints: what a response must look like, stated so a program can check it.
 
 Small local LLM judges label preference pairs at about chance, but many instructions can be
-checked exactly ("at most 100 words", "no commas", "end with a question"). Each constraint
-kind here is a pydantic spec holding its parameters, e.g.
-``{"kind": "word_count", "min": 50, "max": 100}``, and a strict ``check`` that returns a
-``Check`` (satisfied, and where it means something a degree in [0, 1]). The kinds live in
-``judges.constraints.format`` (layout) and ``judges.constraints.content`` (wording), and
-their class docstrings are the rules; the text measurements are in ``judges.constraints.checkers``.
-This module is the public surface: the union of all kinds, parsing and checking. Each spec also
-says which phrasing variant renders it (``variant``), which values fill the placeholders of
-its phrasings (``fields``), which text it forces into a response (``required_texts``) and
-which text it rules out (``forbids``), so ``judges.constraints.compat`` can keep contradictory
-constraints apart. Phrasings live in ``judges/constraints/data/constraint_phrasings.yaml``.
+checked exactly ("at most 100 words", "no commas", "end with a question"). Each constraint kind
+here is a pydantic spec holding its parameters, e.g. ``{"kind": "word_count", "min": 50, "max":
+100}``, and a strict ``check`` that returns a ``Check`` (satisfied, and where it means something
+a degree in [0, 1]). The kinds live in ``judges.constraints.format`` (layout) and
+``judges.constraints.content`` (wording), and their class docstrings are the rules; the text
+measurements are in ``judges.constraints.checkers``. IFEval's 25 instruction ids are kinds too
+(``judges.constraints.ifeval``; the kind is the id, the fields its kwargs), so constraint lists
+may mix both. This module is the public surface: the union of all kinds, parsing and checking
+(where an empty or blank reply satisfies nothing). Each spec also says which phrasing variant
+renders it (``variant``), which values fill the placeholders of its phrasings (``fields``),
+which text it forces into a response (``required_texts``) and which text it rules out
+(``forbids``), so ``judges.constraints.compat`` can keep contradictory constraints apart.
+Phrasings live in ``judges/constraints/data/constraint_phrasings.yaml``.
 """
 
 from __future__ import annotations
