@@ -45,12 +45,15 @@ WORD_CHAR_RE = re.compile(r"[^\W_]")
 # marker ("1.", "b)"), is not a sentence.
 SENTENCE_BLOCK_RE = re.compile(r"\n[ \t]*\n|(?<=[。！？])")
 LIST_MARKER_RE = re.compile(r"\(?(?:\d{1,9}|[a-zA-Z]|[ivxIVX]{1,5})[.)]")
-# Punkt is exact but costs about 300 us for a 100-word reply. Where every token holding a
-# . ? ! or … is a plain word of two or more ASCII letters ending in one "." or a run of "?!"
-# (closing quotes or brackets allowed), not a known abbreviation, Punkt's only possible
-# answer is a break after each such token (its abbreviation, initial, number, ellipsis and
-# collocation rules cannot apply), so those blocks are counted by this pattern instead;
-# tests/test_constraints.py checks the shortcut against Punkt on random texts.
+# Punkt is exact but slow (NLTK runs its patterns through a ReDoS guard: about 300 us for a
+# 100-word reply, milliseconds for a long one). Its decision at a possible sentence end depends
+# only on that token and the next one, so blocks are cut token by token: after a plain word of
+# two or more ASCII letters ending in one "." or a run of "?!" (closing quotes or brackets
+# allowed) that is no known abbreviation, Punkt always breaks (its abbreviation, initial,
+# number, ellipsis and collocation rules cannot apply); any other token with . ? ! or … is
+# shown to Punkt with the next token alone. A next token that opens with a closing quote or
+# bracket (which Punkt may move across the break) sends the whole block to Punkt.
+# tests/test_constraints.py checks this against Punkt on random texts.
 END_MARK_RE = re.compile(r"[.?!…]")
 PLAIN_END_TOKEN_RE = re.compile(
     r"[(\[\"'“‘*_]*([A-Za-z]{2,})[*_\]]*(?:\.|[?!]+)[)\]\"'”’»*_]*"
@@ -271,31 +274,45 @@ class Doc:
 
 
 def _plain_sentences(block: str) -> list[str] | None:
-    """The sentences of a block whose sentence ends are all plain words (see
-    ``PLAIN_END_TOKEN_RE``) each followed by a word or the end, or None when some end needs
-    Punkt's judgement."""
+    """The sentences of a block, cut token by token as described at ``PLAIN_END_TOKEN_RE``, or
+    None when the block must go to Punkt whole."""
     if END_MARK_RE.search(block) is None:
         return [block]
-    pieces, start, after_end = [], 0, False
-    abbreviations = abbreviation_types()
-    for token in re.finditer(r"\S+", block):
-        word = token.group()
-        if after_end and WORD_CHAR_RE.search(word) is None:
-            return None  # Punkt may attach a stray quote or bracket to the sentence before
-        after_end = END_MARK_RE.search(word) is not None
-        if not after_end:
+    tokens = list(re.finditer(r"\S+", block))
+    pieces, start = [], 0
+    for index, token in enumerate(tokens[:-1]):
+        word, following = token.group(), tokens[index + 1].group()
+        if END_MARK_RE.search(word) is None:
             continue
-        plain = PLAIN_END_TOKEN_RE.fullmatch(word)
-        if plain is None or plain.group(1).lower() in abbreviations:
+        if following[0] in "\"')]}":
+            return None  # Punkt may move a closing quote or bracket across the break
+        breaks = _breaks_after(word, following)
+        if breaks is None:
             return None
-        pieces.append(block[start : token.end()])
-        start = token.end()
+        if breaks:
+            pieces.append(block[start : token.end()])
+            start = token.end()
     pieces.append(block[start:])
     return pieces
 
 
+@lru_cache(maxsize=65536)  # a pure function of two tokens; pairs recur across replies
+def _breaks_after(word: str, following: str) -> bool | None:
+    """Whether Punkt ends a sentence after ``word`` when ``following`` comes next; None when
+    it would cut elsewhere (inside a token)."""
+    plain = PLAIN_END_TOKEN_RE.fullmatch(word)
+    if plain is not None and plain.group(1).lower() not in abbreviation_types():
+        return True
+    found = split_sentences(f"{word} {following}")
+    if found == [word, following]:
+        return True
+    return False if found == [f"{word} {following}"] else None
+
+
 def _is_sentence(piece: str) -> bool:
-    return WORD_CHAR_RE.search(piece) is not None and LIST_MARKER_RE.fullmatch(piece) is None
+    if WORD_CHAR_RE.search(piece) is None:
+        return False
+    return LIST_MARKER_RE.fullmatch(piece.strip()) is None
 
 
 # --- what every constraint spec shares ---------------------------------------------------
