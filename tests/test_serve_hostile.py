@@ -181,22 +181,25 @@ def test_unset_max_tokens_is_capped_to_the_budget(client):
     assert caught.value.response.json()["error"]["code"] == "request_too_large"
 
 
-def test_large_request_does_not_hold_back_a_small_one(client, server, backend):
+def test_large_request_does_not_hold_back_small_ones(client, server, backend):
     before = server.get("/stats")
     with ThreadPoolExecutor(1) as pool:
         big = pool.submit(client.chat.completions.create,
                           **chat_body("Write at length.", n=8, max_tokens=300, temperature=1.0))
         wait_for(lambda: server.get("/stats")["generated_tokens"]
                  > before["generated_tokens"] + 16)
-        started = time.monotonic()
-        small = client.chat.completions.create(**chat_body("Yes or no?", max_tokens=1))
-        waited = time.monotonic() - started
-        assert not big.done(), "the small request waited for the large one"
-        assert small.usage.completion_tokens <= 1
+        waited = []
+        for max_tokens in (1, 3):  # a judge's verdict, then a short answer
+            started = time.monotonic()
+            small = client.chat.completions.create(**chat_body("Yes or no?",
+                                                               max_tokens=max_tokens))
+            waited.append(time.monotonic() - started)
+            assert not big.done(), "a small request waited for the large one"
+            assert small.usage.completion_tokens <= max_tokens
         big.result()
-    if backend == "transformers":  # the full batch gave the small request a slot
+    if backend == "transformers":  # the full batch gave the 3-token request a slot
         assert server.get("/stats")["parked_rows"] > before["parked_rows"]
-    assert waited < 5
+    assert max(waited) < 5
 
 
 def test_tokens_in_flight_are_bounded_and_the_rest_queue(client, server):

@@ -7,14 +7,15 @@ waiting rows up to ``max_batch`` (prefilling them together; the prompt prefix th
 computed once, or taken from a small cache of recent prefixes such as a judge's rubric or the
 chat template's system turn), samples one token for every row with that row's own settings and
 ``torch.Generator``, retires rows that hit a stop, their length or the end-of-text token, and
-runs one decode step for the rest. Slots are shared max-min fairly between jobs: when a new
-job arrives at a full batch, rows of the jobs holding more than their share are parked (their
-key/value cache set aside, nothing recomputed) and resumed when slots free up, so a 1-token
-request waits a step or two however large the request ahead of it. Rows are right-aligned in
-the cache; padding columns are masked out and positions are given explicitly, so a row's result
-does not depend on what else is in the batch. Log-probabilities are taken from ``log_softmax``
-of the raw logits (before temperature and top-p), so judges read the model's true
-probabilities.
+runs one decode step for the rest. Rows that need at most one token (a judge's verdict, echo
+scoring) are answered from their prefill and never join the batch. Slots are shared max-min
+fairly between jobs: when a new job arrives at a full batch, rows of the jobs holding more
+than their share are parked (their key/value cache set aside, nothing recomputed) and resumed
+when slots free up, so a short request waits a step or two however large the request ahead of
+it. Rows are right-aligned in the cache; padding columns are masked out and positions are given
+explicitly, so a row's result does not depend on what else is in the batch. Log-probabilities
+are taken from ``log_softmax`` of the raw logits (before temperature and top-p), so judges read
+the model's true probabilities.
 
 Supports plain decoder models with full attention and a linear output head (Llama, Qwen2,
 GPT-2 style); sliding-window caches are not handled.
@@ -170,6 +171,10 @@ class Batcher:
         """Share the slots max-min fairly between jobs: park rows above a job's share, resume
         parked rows and pick fresh rows (returned, to be prefilled) up to it."""
         self._drop_cancelled()
+        # Rows that need at most one token (judges) are answered from their prefill alone and
+        # never take a slot: they go in whatever the batch holds.
+        instant = [(job, i) for job, i in self._fresh if job.sampling.max_new_tokens <= 1]
+        self._fresh = [f for f in self._fresh if f[0].sampling.max_new_tokens > 1]
         share = fair_shares(_counts(self._jobs()), self.max_batch)
         seen: dict[int, int] = {}
         excess = []
@@ -193,7 +198,7 @@ class Batcher:
                 room -= len(parked.rows)
                 for key, count in wanted.items():
                     active[key] = active.get(key, 0) + count
-        admitted: list[tuple[Job, int]] = []
+        admitted: list[tuple[Job, int]] = instant
         for job, i in list(self._fresh):
             if room and active.get(id(job), 0) < share[id(job)]:
                 self._fresh.remove((job, i))
@@ -314,7 +319,29 @@ class Batcher:
                 row.result.prompt_scored = self._score_prompt(
                     row, prefix_hidden, hidden[i, width - len(suffixes[i]):]
                 )
-        self._append(rows, cache, mask, logits)
+        self._append_unfinished(rows, cache, mask, logits)
+
+    def _append_unfinished(
+        self, rows: list[Row], cache: DynamicCache, mask: torch.Tensor, logits: torch.Tensor
+    ) -> None:
+        """Finish rows that need no decode step (at most one new token) straight from their
+        prefill logits, and add the others to the batch."""
+        keep = []
+        for i, row in enumerate(rows):
+            if row.job.sampling.max_new_tokens > 1:
+                keep.append(i)
+            elif row.job.cancelled():
+                self.stats.cancelled_rows += 1
+                row.job.row_done()
+            else:
+                self._advance(row, logits[i])  # samples the one token, or ends at zero
+                row.job.row_done()
+        if len(keep) < len(rows) and keep:
+            index = torch.tensor(keep)
+            cache = DynamicCache([(k[index], v[index]) for k, v, *_ in cache])
+            mask, logits = mask[index], logits[index]
+        if keep:
+            self._append([rows[i] for i in keep], cache, mask, logits)
 
     def _prefix(self, tokens: list[int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]],
                                                   torch.Tensor]:
