@@ -27,7 +27,7 @@ from datagen.responses.sample import load_pairs
 from judges.audit import audit_metrics, format_audit, load_audit_set
 from judges.constraints.verify import verify_pair
 from judges.pairs import PairRow, pair_row, read_pairs
-from judges.report import build_report, format_report, read_labels
+from judges.report import build_report, format_report, read_labels, record_label_file
 from judges.revisions import revision_pairs, revision_verdicts
 from judges.setup import judge_options, judge_setup, provenance, run_judges
 
@@ -65,6 +65,8 @@ def label(input_path: Path | None, output: Path, on_bad_row: str, **kwargs: Any)
     labels, failed, stats = run_judges(rows, specs, rubrics, settings, options, db)
     meta = provenance(specs, rubrics, settings)
     write_jsonl(output, [row | {"judge": meta} for row in labels])
+    if db.is_file():
+        record_label_file(db, output, meta, {"pairs": len(labels), "failed": failed})
     click.echo(f"label: {_summary(labels, stats)} -> {output}", err=True)
     if failed:
         sys.exit(1)

@@ -252,3 +252,17 @@ def format_report(report: dict[str, Any]) -> str:
             f"Cohen's kappa {_fmt(part['kappa'])}"
             + (f"; {part['errors']} judge errors" if part.get("errors") else ""))
     return "\n".join(lines)
+
+
+def record_label_file(db: Path, output: Path, judge: dict[str, Any],
+                      counts: dict[str, int]) -> None:
+    """Record a written label file as a run (kind "label") of the project database, so that
+    `rlaif report --db` finds it without --labels."""
+    from datagen import store
+    from datagen.ids import content_id
+
+    database = store.open_db(db)
+    args = {"output": str(output.resolve()), "judge": judge}
+    run_id = "label-" + content_id(args)
+    store.start_run(database, run_id, "label", args, None)
+    store.finish_run(database, run_id, "done", counts)

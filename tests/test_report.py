@@ -389,3 +389,32 @@ def test_report_plots_the_reward_hacking_watch_and_lists_alarms(project):
             "runs/grpo-1") in page
     assert "Constraint satisfaction per kind: runs/grpo-1" in page
     assert "1 reward-hacking alarm(s)" in page and "reward-length correlation 0.80" in page
+
+
+def test_report_with_only_db_finds_recorded_labels_and_training_outputs(tmp_path, fake_llm):
+    # issue 17: `rlaif report --db X` left out labels and curves unless --labels/--runs-dir
+    from align.cli import main
+    from datagen.store.tables import PIPELINE_STAGES
+
+    db = tmp_path / "run.db"
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"p{i}", "response_a": "a",
+                                         "response_b": "bb"}) + "\n" for i in range(3)))
+    labelled = CliRunner().invoke(main, [
+        "label", "--input", str(pairs), "-o", str(tmp_path / "labels.jsonl"), "--db", str(db),
+        "--base-url", fake_llm.base_url, "--model", "m", "--orders", "first"])
+    assert labelled.exit_code == 0, labelled.output
+    trained = tmp_path / "runs" / "dpo"
+    trained.mkdir(parents=True)
+    (trained / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "loss": 1 / s}) + "\n" for s in (1, 2, 3)))
+    store.save_rows(store.open_db(db), PIPELINE_STAGES, [{
+        "id": "k:7", "pipeline": "p", "stage_key": "k", "stage_index": 7, "stage": "train dpo",
+        "name": "train dpo", "argv": ["python", "-m", "align.cli", "train", "dpo", "--data",
+                                      "x", "-o", str(trained)], "status": "done"}])
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(report, ["--db", str(db), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "Labels from " + str(tmp_path / "labels.jsonl") in text
+    assert "no --runs-dir given" not in text and "dpo" in text

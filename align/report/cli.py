@@ -8,13 +8,14 @@ file then goes through a temporary sibling renamed into place.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from align.report.build import build_report
 from align.report.card import card_path, cards_section, dataset_card
-from align.report.data import ReportInputs, check_inputs
+from align.report.data import ReportInputs, check_inputs, recorded_outputs
 from align.report.html import write_atomic
 from datagen import store
 from datagen.cli_checks import db_option, output_option
@@ -44,7 +45,9 @@ def report(ctx: click.Context, db: Path, output: Path, runs_dirs: tuple[Path, ..
            cards_dir: Path | None, title: str) -> None:
     """Write a self-contained HTML report of the data, labels, training and costs so far.
 
-    Sections without data are left out with a note. Each --dataset also gets a Markdown
+    Without --labels or --runs-dir, the label files and training folders recorded in the
+    database (`rlaif label` runs, finished pipeline stages) are used. Sections without data
+    are left out with a note. Each --dataset also gets a Markdown
     dataset card (rows, fields, runs, models, seeds, drop counts), shown on the page too.
     """
     defaulted = ctx.get_parameter_source("db") == click.core.ParameterSource.DEFAULT
@@ -57,6 +60,10 @@ def report(ctx: click.Context, db: Path, output: Path, runs_dirs: tuple[Path, ..
     check_inputs(inputs)
     now = time.time()
     database = store.open_db(inputs.db) if inputs.db is not None else None
+    if database is not None:  # what --labels / --runs-dir leave out, the database may know
+        found_labels, found_runs = recorded_outputs(database)
+        inputs = replace(inputs, labels=inputs.labels or found_labels,
+                         runs_dirs=inputs.runs_dirs or found_runs)
     taken: set[Path] = set()
     cards = [(path, card_path(path, cards_dir, taken),
               dataset_card(path, database, inputs.db, now)) for path in datasets]

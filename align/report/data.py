@@ -31,6 +31,7 @@ from datagen.store.tables import (
     CONSTRAINED_PROMPTS,
     FLAN_EXAMPLES,
     PAIRS,
+    PIPELINE_STAGES,
     REQUESTS,
     RUNS,
     SI_INSTRUCTIONS,
@@ -90,6 +91,32 @@ def check_inputs(inputs: ReportInputs) -> None:
             if not path.is_file():
                 raise UserInputError(f"{path}: no such file ({option})")
 
+
+
+def recorded_outputs(db: Any) -> tuple[list[Path], list[Path]]:
+    """(label files, training folders) the database knows of and that are still on disk: the
+    outputs of `rlaif label` runs and of finished pipeline stages (label, train *)."""
+    labels: list[Path] = []
+    trained: list[Path] = []
+    tables = store.table_names(db)
+    for run in store.load_rows(db, RUNS, kind="label") if RUNS in tables else []:
+        args = json.loads(run["args"]) if isinstance(run["args"], str) else run["args"]
+        labels.append(Path(args["output"]))
+    for row in store.load_rows(db, PIPELINE_STAGES) if PIPELINE_STAGES in tables else []:
+        argv = json.loads(row["argv"]) if isinstance(row["argv"], str) else row["argv"]
+        out = next((argv[i + 1] for i, word in enumerate(argv[:-1])
+                    if word in ("-o", "--output")), None)
+        if row["status"] != "done" or out is None:
+            continue
+        if row["stage"] == "label":
+            labels.append(Path(out))
+        elif row["stage"].startswith("train "):
+            trained.append(Path(out))
+    return _present(labels, Path.is_file), _present(trained, Path.is_dir)
+
+
+def _present(paths: list[Path], exists: Any) -> list[Path]:
+    return list(dict.fromkeys(p for p in paths if exists(p)))
 
 
 # --- the database -------------------------------------------------------------------------------
