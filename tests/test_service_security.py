@@ -144,9 +144,14 @@ def test_every_attack_is_refused(tmp_path):
                 assert login.status_code == 200
                 cookie = login.headers["set-cookie"]
                 assert "HttpOnly" in cookie and "SameSite=strict" in cookie and key not in cookie
+                assert "Secure" not in cookie  # plain http on loopback
                 assert send(anonymous, "GET", "/v1/jobs").status_code == 200  # by the cookie
                 no_origin = send(anonymous, "POST", "/v1/jobs", json={"kind": "batch"})
                 assert no_origin.status_code == 403  # a cookie alone never changes state
+            with svc.client(None) as proxied:  # the page came over TLS (a proxy in front)
+                login = proxied.post("/label/api/login", json={"token": key},
+                                     headers={"Origin": "https://127.0.0.1"})
+                assert "Secure" in login.headers["set-cookie"]
             # slow and idle connections are closed
             host, port = svc.url.split("//")[1].split(":")
             with socket.create_connection((host, int(port)), timeout=10) as slow, \

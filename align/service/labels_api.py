@@ -118,14 +118,17 @@ async def login_page() -> Any:
     return FileResponse(STATIC / "label.html", headers=PAGE_HEADERS)
 
 
-async def login(body: LoginIn, response: Response, service: Service = ON_SERVICE) -> Any:
-    """Log in with a token: a session cookie (HttpOnly, SameSite=Strict) for the page."""
+async def login(body: LoginIn, request: Request, response: Response,
+                service: Service = ON_SERVICE) -> Any:
+    """Log in with a token: a session cookie (HttpOnly, SameSite=Strict, and Secure when the
+    page was served over HTTPS, as behind a TLS proxy) for the page."""
     user = await service.db.call(authenticate, body.token)
     if user is None:
         raise HTTPException(401, "wrong or revoked token")
     session = await service.db.call(issue_token, user, "session", SESSION_S)
+    secure = request.headers.get("origin", "").startswith("https://")
     response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_S, path="/", httponly=True,
-                        samesite="strict")
+                        samesite="strict", secure=secure)
     return {"name": user.name, "role": user.role}
 
 
