@@ -139,11 +139,13 @@ def test_ifeval_form_prompts_become_verifier_constraints(tmp_path):
                    {"letter": "t", "let_frequency": 3, "let_relation": "at least"}]}) + "\n")
     [row] = load_rl_prompts(path)
     assert row["prompt"] == [{"role": "user", "content": "Write about tea."}]
-    assert json.loads(row["constraints"]) == [
-        {"kind": "no_commas"}, {"kind": "word_count", "min": None, "max": 39},
-        {"kind": "letter_frequency", "letter": "t", "n": 3, "relation": "at_least"}]
-    path.write_text(json.dumps({"prompt": "Hi", "instruction_id_list": ["language:response_"
-                                "language"], "kwargs": [{"language": "fr"}]}) + "\n")
+    assert json.loads(row["constraints"]) == [  # IFEval's own kinds (issue 16)
+        {"kind": "punctuation:no_comma"},
+        {"kind": "length_constraints:number_words", "num_words": 40, "relation": "less than"},
+        {"kind": "keywords:letter_frequency", "letter": "t", "let_frequency": 3,
+         "let_relation": "at least"}]
+    path.write_text(json.dumps({"prompt": "Hi", "instruction_id_list": ["language:no_such_"
+                                "id"], "kwargs": [{"language": "fr"}]}) + "\n")
     with pytest.raises(UserInputError, match=r"ifeval.jsonl:1: key 'instruction_id_list'"):
         load_rl_prompts(path)
 
