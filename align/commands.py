@@ -57,11 +57,12 @@ def find_param(command: click.Command, key: str, arguments: bool = False
                ) -> click.Parameter | None:
     """The parameter a key names: an option by any of its names (``max-tokens``,
     ``--max-tokens``, ``max_tokens``, ``o``), or with ``arguments`` a positional argument by
-    its parameter name (``input_file``)."""
+    its parameter name (``input_file``) or the name its --help shows (``input`` for
+    INPUT.jsonl)."""
     bare = key.lstrip("-")
     for param in command.params:
         if isinstance(param, click.Argument):
-            if arguments and param.name == bare.replace("-", "_"):
+            if arguments and bare.replace("-", "_") in (param.name, argument_name(param)):
                 return param
             continue
         names = [o.lstrip("-") for o in (*param.opts, *param.secondary_opts)]
@@ -69,6 +70,11 @@ def find_param(command: click.Command, key: str, arguments: bool = False
                 "-", "_"):
             return param
     return None
+
+
+def argument_name(param: click.Argument) -> str:
+    """A positional argument as --help shows it, as a key: ``INPUT.jsonl`` -> ``input``."""
+    return (param.metavar or param.name or "").split(".")[0].lower().replace("-", "_")
 
 
 def option_names(command: click.Command) -> list[str]:

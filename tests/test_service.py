@@ -463,3 +463,17 @@ def test_gold_flagging_kway_expansion_and_pairs_table_human(tmp_path):
     assert stats["fleiss_kappa"] == 1.0
     with pytest.raises(ValueError):
         board.record(Vote(item_id=items[1].id, annotator="x", choice="a"))
+
+
+def test_jobs_take_the_cli_names_and_a_typo_gets_the_closest_one(tmp_path):
+    # issue 17: the batch input is the CLI's INPUT.jsonl argument, so `input` names it too
+    src = write_batch(tmp_path / "in.jsonl", 2)
+    with running_service(tmp_path / "r.db", workers=0) as svc, svc.client() as client:
+        good = upload(client, src)
+        reply = client.post("/v1/jobs", json={"kind": "batch", "options": {"input": good}})
+        assert reply.status_code == 201, reply.text
+        typo = client.post("/v1/jobs", json={"kind": "batch", "options": {
+            "input": good, "concurency": 2}})
+        assert typo.status_code == 422
+        detail = typo.json()["detail"][0]
+        assert "concurency" in detail["loc"] and "did you mean concurrency?" in detail["msg"]
