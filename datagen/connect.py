@@ -81,6 +81,12 @@ def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
 
+def _ray_address_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--ray-address", default=None, metavar="ADDRESS",
+                        help="Ray cluster to join (auto, ray://host:10001); default: "
+                             "$RAY_ADDRESS, else a local one-node cluster.")
+
+
 def executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--executor local|ray`` and its settings to a command that sends requests in bulk."""
     options = [
@@ -88,12 +94,23 @@ def executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      type=click.Choice(["local", "ray"]),
                      help="Send from this process, or from the nodes of a Ray cluster "
                           "(global --rpm/--tpm/--budget-usd, one shared ledger)."),
-        click.option("--ray-address", default=None, metavar="ADDRESS",
-                     help="Ray cluster to join (auto, ray://host:10001); default: $RAY_ADDRESS, "
-                          "else a local one-node cluster."),
+        _ray_address_option(),
         click.option("--endpoint-per-node", default=None, metavar="URL_TEMPLATE",
                      help="Each node sends to its own endpoint, e.g. http://127.0.0.1:8000/v1; "
                           "${VAR} is taken from the node's environment."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
+def block_executor_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--executor local|ray`` and ``--ray-address`` to a command whose heavy stage is
+    CPU work over rows (checking, rendering), run in blocks on the cluster's nodes."""
+    options = [
+        click.option("--executor", default="local", show_default=True,
+                     type=click.Choice(["local", "ray"]),
+                     help="Do the CPU work in this process, or in blocks of rows on the nodes "
+                          "of a Ray cluster (same output)."),
+        _ray_address_option(),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 

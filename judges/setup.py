@@ -28,6 +28,7 @@ from datagen.connect import (
     open_client,
     pop_client_options,
 )
+from datagen.distributed.blocks import Mapper, block_mapper, map_local
 from datagen.endpoint.client import LLMClient, Stats, run_async
 from datagen.errors import UserInputError
 from datagen.progress import track
@@ -120,8 +121,9 @@ def load_rubrics(paths: tuple[str, ...]) -> dict[str, Any]:
 
 
 def make_judges(specs: list[str], client: LLMClient | None, rubrics: dict[str, Any],
-                settings: PairwiseSettings) -> dict[str, JudgeFn]:
-    """One async labelling function per judge name."""
+                settings: PairwiseSettings, mapper: Mapper = map_local) -> dict[str, JudgeFn]:
+    """One async labelling function per judge name (the verifier's rows go through
+    ``mapper``: in this process, or in blocks on a Ray cluster)."""
     judges: dict[str, JudgeFn] = {}
     for spec in specs:
         if spec == "pairwise":
@@ -132,7 +134,7 @@ def make_judges(specs: list[str], client: LLMClient | None, rubrics: dict[str, A
                 judge_score, client, rubric=rubrics["pointwise"], model=settings.model,
                 tie_margin=settings.tie_margin)
         elif spec == "verify":
-            judges[spec] = functools.partial(asyncio.to_thread, judge_verify)
+            judges[spec] = functools.partial(asyncio.to_thread, mapper, judge_verify)
         else:
             from judges.reward_judge import judge_reward_model  # imports torch: only when used
 
@@ -145,9 +147,18 @@ def make_judges(specs: list[str], client: LLMClient | None, rubrics: dict[str, A
 def run_judges(rows: list[PairRow], specs: list[str], rubrics: dict[str, Any],
                settings: PairwiseSettings, options: dict[str, Any],
                db: Path) -> tuple[list[dict[str, Any]], int, Stats]:
-    """Label rows with the judges; start or reach the endpoint only when a judge needs one."""
+    """Label rows with the judges; start or reach the endpoint only when a judge needs one.
+    With ``--executor ray`` the verifier runs in blocks on the cluster, as the requests do."""
+    executor = options.get("executor") if "verify" in specs else None
+    with block_mapper(executor, options.get("ray_address")) as mapper:
+        return _run_judges(rows, specs, rubrics, settings, options, db, mapper)
+
+
+def _run_judges(rows: list[PairRow], specs: list[str], rubrics: dict[str, Any],
+                settings: PairwiseSettings, options: dict[str, Any], db: Path,
+                mapper: Mapper) -> tuple[list[dict[str, Any]], int, Stats]:
     if not any(spec in ENDPOINT_JUDGES for spec in specs):
-        judges = make_judges(specs, None, rubrics, settings)
+        judges = make_judges(specs, None, rubrics, settings, mapper)
         labels, failed = run_async(label_pairs(rows, judges, settings.tie_margin))
         return labels, failed, Stats()
     with endpoint_url(options.get("base_url"), options.get("model")) as (url, model):
@@ -158,7 +169,7 @@ def run_judges(rows: list[PairRow], specs: list[str], rubrics: dict[str, Any],
         async def go():
             async with open_client(config, database, options) as client, track(
                     client, options.get("progress")):
-                judges = make_judges(specs, client, rubrics, settings)
+                judges = make_judges(specs, client, rubrics, settings, mapper)
                 labels, failed = await label_pairs(rows, judges, settings.tie_margin)
                 return labels, failed, client.stats
 

@@ -99,6 +99,38 @@ def test_mistakes_name_the_yaml_key_and_exit_2(tmp_path, monkeypatch, stage, exp
     assert not (tmp_path / "rlaif.db").exists()
 
 
+@pytest.mark.parametrize(("top", "expected"), [
+    ("executor: spark\n", "mini.yaml:2: executor: expected one of local, ray, got 'spark'"),
+    ("ray_address: auto\n", "mini.yaml:2: ray_address: needs executor: ray"),
+])
+def test_bad_executor_settings_name_their_key(tmp_path, monkeypatch, top, expected):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "mini.yaml", f"output: {tmp_path}\n{top}stages:\n  - stage: judge-report\n"
+          "    args: [mini.yaml]\n")
+    result = invoke("run", "mini.yaml")
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_top_level_executor_reaches_only_stages_that_take_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "pairs.jsonl", json.dumps({"prompt": "Hi.", "response_a": "a",
+                                                "response_b": "b"}) + "\n")
+    write(tmp_path / "mini.yaml", f"output: {tmp_path}\nexecutor: ray\nray_address: auto\n"
+          "stages:\n  - stage: label\n    options: {input: pairs.jsonl, judge: verify, "
+          "output: labels.jsonl, endpoint-per-node: 'http://h:$${PORT}/v1'}\n"
+          "  - stage: label\n    options: {input: pairs.jsonl, "
+          "judge: verify, output: l2.jsonl, executor: local}\n"
+          "  - stage: judge-report\n    args: [labels.jsonl]\n")
+    result = invoke("run", "mini.yaml", "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("[")]
+    assert "--executor ray --ray-address auto" in lines[0]
+    assert "http://h:${PORT}/v1" in lines[0]  # $${X}: a literal ${X}, filled on each node
+    assert "--executor local" in lines[1] and "--ray-address" not in lines[1]
+    assert "--executor" not in lines[2]
+
+
 def test_checks_cover_every_stage_before_anything_runs(tmp_path, fake_llm, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = pipeline(tmp_path, fake_llm.base_url).read_text()

@@ -10,6 +10,8 @@ that were in flight on the dead node are sent again.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import re
 import subprocess
@@ -17,10 +19,16 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import ray
+from click.testing import CliRunner
 from fake_openai import FakeOpenAI
 from ray.cluster_utils import Cluster
+
+from align.cli import main
+from datagen.distributed.shards import shard_count, split
 
 pytestmark = pytest.mark.slow
 RLAIF = [sys.executable, "-m", "align.cli"]
@@ -154,6 +162,161 @@ def test_rpm_limit_holds_across_nodes(cluster, tmp_path):
     assert times[-1] - times[0] >= 4.0
     assert sum(t - times[0] < 1.0 for t in times) <= 24  # 20 + 2/s (30 with per-node limits)
     assert time.time() - started < 120
+
+
+def run_rlaif(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*RLAIF, *args], capture_output=True, text=True, timeout=300)
+
+
+def in_process(*args: str):
+    """Run rlaif in this process (a new process costs seconds of imports per run)."""
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def on_ray(cluster) -> list[str]:
+    return ["--executor", "ray", "--ray-address", cluster.address]
+
+
+def test_label_verify_runs_in_blocks_on_ray_and_matches_local(cluster, tmp_path):
+    rules = [{"kind": "no_commas"}, {"kind": "word_count", "min": 3, "max": 6}]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({
+        "id": f"v{i}", "prompt": f"Describe {i}.", "constraints": rules[: 1 + i % 2],
+        "response_a": "one, two, three" if i % 3 else "one two three four",
+        "response_b": "just words here " * (1 + i % 4)}) + "\n" for i in range(1200)))
+    outs = {}
+    for name, extra in (("local", []), ("ray", on_ray(cluster))):
+        outs[name] = tmp_path / f"{name}.jsonl"
+        in_process("label", "--input", str(pairs), "--judge", "verify", "-o", str(outs[name]),
+                   "--db", str(tmp_path / f"{name}.db"), *extra)
+    assert outs["ray"].read_bytes() == outs["local"].read_bytes()
+    labels = [json.loads(line) for line in outs["ray"].read_text().splitlines()]
+    assert len(labels) == 1200 and {r["preferred"] for r in labels} >= {"a", "b"}
+
+
+def test_ifeval_scoring_flan_and_constrained_on_ray_match_local(cluster, tmp_path):
+    from judges.constraints.ifeval.evaluate import read_ifeval_prompts
+
+    items = read_ifeval_prompts(None)[:120]
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(json.dumps({
+        "prompt": item.prompt, "response": f"Answer {i}. " * (1 + i % 5) + (
+            "END" if i % 2 else "")}) + "\n" for i, item in enumerate(items)))
+    printed = {}
+    for name, extra in (("local", []), ("ray", on_ray(cluster))):
+        printed[name] = in_process(
+            "eval", "ifeval", "--responses", str(responses), "--n-prompts", "120", "--json",
+            "-o", str(tmp_path / f"ifeval-{name}.jsonl"), *extra).stdout
+        flan_data = Path(__file__).parent / "data" / "flan"
+        in_process("generate", "flan", "--input", str(flan_data / "nli.jsonl"), "--task", "nli",
+                   "--input", str(flan_data / "sentiment.csv"), "--task", "sentiment",
+                   "--shots", "2", "--options-style", "random", "--seed", "11",
+                   "-o", str(tmp_path / f"flan-{name}.jsonl"), *extra)
+        in_process("generate", "constrained", "--constraints", "1-3", "--seed", "5",
+                   "-o", str(tmp_path / f"constrained-{name}.jsonl"), *extra)
+    assert printed["ray"] == printed["local"]
+    assert json.loads(printed["ray"])["n_prompts"] == 120
+    assert ((tmp_path / "ifeval-ray.jsonl").read_bytes()
+            == (tmp_path / "ifeval-local.jsonl").read_bytes())
+    flan = (tmp_path / "flan-ray.jsonl").read_bytes()
+    assert flan == (tmp_path / "flan-local.jsonl").read_bytes() and flan.count(b"\n") == 20
+    constrained = (tmp_path / "constrained-ray.jsonl").read_bytes()
+    assert constrained == (tmp_path / "constrained-local.jsonl").read_bytes()
+    assert constrained.count(b"\n") > 20
+
+
+def test_map_blocks_keeps_order_spreads_and_raises_the_functions_error(cluster):
+    from align.eval.heldout import satisfaction
+    from datagen.distributed.blocks import map_blocks, map_local
+    from datagen.distributed.session import ray_session
+    from datagen.errors import UserInputError
+
+    texts = [("word " * (i % 9)).strip() + (", and" if i % 4 == 0 else "") for i in range(900)]
+    items = [SimpleNamespace(constraints=[{"kind": "no_commas"},
+                                          {"kind": "word_count", "min": 2, "max": 5}])
+             for _ in texts]
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers lack tests/
+    with ray_session(cluster.address):
+        blocks = functools.partial(map_blocks, block_size=100)
+        assert satisfaction(items, texts, blocks) == satisfaction(items, texts, map_local)
+        nodes = map_blocks(where_it_ran, list(range(900)), block_size=100)
+        with pytest.raises(UserInputError, match="constraints"):
+            map_blocks(functools.partial(verify_rows, "no_such_kind"), ["x"] * 10)
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert [n for n, _ in nodes] == list(range(900))
+    assert {name for _, name in nodes} == {"head", "worker"}
+
+
+def where_it_ran(block: list[int]) -> list[tuple[int, str]]:
+    import os
+
+    return [(n, os.environ["RLAIF_NODE_NAME"]) for n in block]
+
+
+def verify_rows(kind: str, texts: list[str]) -> list[object]:
+    from datagen.errors import UserInputError
+    from judges.constraints.verify import verify_response
+
+    try:
+        return [verify_response([{"kind": kind}], text) for text in texts]
+    except ValueError as exc:
+        raise UserInputError(f"constraints: {exc}") from None
+
+
+def test_progress_counts_requests_while_shards_are_still_running(cluster):
+    from datagen.distributed.executor import RayClient
+    from datagen.endpoint.client import ClientConfig, Request
+
+    requests = [Request("/chat/completions", {"model": "fake-model", "messages": [
+        {"role": "user", "content": f"p question {i}"}]}) for i in range(20)]
+    config = ClientConfig(base_url=TEMPLATE, concurrency=1)
+    seen = []
+
+    async def go():
+        async with RayClient(config, None, address=cluster.address,
+                             endpoint_per_node=TEMPLATE) as client:
+            call = asyncio.ensure_future(client.call_many(requests))
+            while not call.done():
+                s = client.stats
+                seen.append(s.ok + s.failed + s.skipped)
+                await asyncio.sleep(0.05)
+            return await call, client.stats
+
+    for server in cluster.servers:
+        server.responder = slower_echo
+    try:
+        answers, stats = asyncio.run(go())
+    finally:
+        for server in cluster.servers:
+            server.responder = slow_echo
+    assert stats.ok == 20 and all(a.ok for a in answers)
+    # 4 shards of about 5 requests, 0.2 s each, reported every 0.5 s: counts below a whole
+    # shard were seen
+    shard_sizes = Counter(len(s) for s in split(requests, shard_count(20, 2)))
+    assert any(0 < n < min(shard_sizes) for n in seen), (sorted(set(seen)), shard_sizes)
+    assert seen == sorted(seen)
+
+
+def slower_echo(path, body):
+    return {"text": "echo: " + body["messages"][-1]["content"], "delay": 0.2}
+
+
+def test_pipeline_executor_ray_runs_its_batch_stage_on_the_cluster(cluster, tmp_path):
+    src = requests_file(tmp_path / "in.jsonl", 24, "q")
+    pipeline = tmp_path / "p.yaml"
+    escaped = TEMPLATE.replace("${", "$${")  # the node's variable, not the pipeline's
+    pipeline.write_text(
+        f"output: {tmp_path / 'run'}\nexecutor: ray\nray_address: {cluster.address}\n"
+        f"stages:\n  - stage: batch\n    args: [{src}]\n"
+        f"    options: {{output: out.jsonl, endpoint-per-node: '{escaped}'}}\n")
+    done = run_rlaif("run", str(pipeline))
+    assert done.returncode == 0, done.stderr
+    assert len(answers(tmp_path / "run" / "out.jsonl")) == 24
+    # only the nodes know ${RLAIF_NODE_PORT}: every request reaching them was sent by Ray
+    assert sum(r["body"]["messages"][-1]["content"].startswith("q ")
+               for server in cluster.servers for r in server.requests) == 24
 
 
 def test_dead_node_shards_finish_elsewhere_and_nothing_is_paid_twice(cluster, tmp_path):

@@ -34,7 +34,8 @@ from align.eval.winrate import (
 )
 from datagen import store
 from datagen.cli_checks import ModelDir, db_option, output_option
-from datagen.connect import client_config, client_options, dump_options
+from datagen.connect import block_executor_options, client_config, client_options, dump_options
+from datagen.distributed.blocks import block_mapper
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write, write_jsonl
 from datagen.responses.sample import PromptItem, read_prompts
@@ -159,18 +160,22 @@ def eval_rm(model: str, data: str, batch_size: int, as_json: bool) -> None:
 @output_option("Also write the report (with per-answer results) as JSON here.",
                required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@block_executor_options
 def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
                      max_tokens: int, samples: int, seed: int, batch_size: int, db: Path,
-                     output: Path | None, as_json: bool) -> None:
+                     output: Path | None, as_json: bool, executor: str,
+                     ray_address: str | None) -> None:
     """Held-out constraint satisfaction of policies (all constraints met, per constraint kind)
     with Wilson 95% intervals, and each policy's difference from the first.
 
     Each policy is served by `rlaif serve` while it answers; every request goes through the
     ledger. Exit status: 0; 1 when some requests failed (their answers count as unsatisfied;
     rerun to retry them); 2 on bad input."""
-    report = constraint_eval(list(models), prompts, db=db,
-                             temperature=temperature, max_new_tokens=max_tokens,
-                             samples=samples, seed=seed, batch_size=batch_size)
+    with block_mapper(executor, ray_address) as mapper:
+        report = constraint_eval(list(models), prompts, db=db,
+                                 temperature=temperature, max_new_tokens=max_tokens,
+                                 samples=samples, seed=seed, batch_size=batch_size,
+                                 mapper=mapper)
     if output is not None:
         with atomic_write(output) as fh:
             json.dump(report, fh, indent=1)
@@ -212,10 +217,12 @@ def eval_constraints(prompts: Path, models: tuple[str, ...], temperature: float,
                required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @client_options
+@block_executor_options
 def eval_ifeval(prompts_path: Path | None, responses_path: Path | None, policy: str | None,
                 policy_model: str | None, max_tokens: int, temperature: float, seed: int,
                 n_prompts: int | None, db: Path, train_paths: tuple[Path, ...],
-                output: Path | None, as_json: bool, **kwargs: Any) -> None:
+                output: Path | None, as_json: bool, executor: str, ray_address: str | None,
+                **kwargs: Any) -> None:
     """IFEval: prompt- and instruction-level accuracy, strict and loose, with 95% intervals.
 
     Exit status: 0; 1 when some --policy requests failed (rerun: answered ones are not sent
@@ -241,7 +248,8 @@ def eval_ifeval(prompts_path: Path | None, responses_path: Path | None, policy: 
         store.start_run(database, run_id, "ifeval", args, seed)
         responses, source = _answer_ifeval(items, policy, policy_model, sampling, kwargs,
                                            database, run_id)
-    rows = ifeval.score(items, responses)
+    with block_mapper(executor, ray_address) as mapper:
+        rows = ifeval.score(items, responses, mapper)
     result = ifeval.summarise(rows) | source | {
         "prompts": str(prompts_path or bundled_ifeval_path()),
         "contamination": {"checked": [str(p) for p in train_paths], "close": close,

@@ -20,6 +20,7 @@ from typing import Any
 from align.eval.intervals import wilson
 from align.eval.policies import Sampling, answer, parse_source, served
 from datagen import store
+from datagen.distributed.blocks import Mapper, map_local
 from datagen.endpoint.client import ClientConfig
 from datagen.errors import UserInputError
 from datagen.responses.sample import PromptItem, read_prompts
@@ -70,17 +71,27 @@ def sample_policy(model: str, prompts: list[Any], *, temperature: float, max_new
     return texts, failed
 
 
-def satisfaction(items: list[Any], texts: list[str]) -> dict[str, Any]:
-    """How many answers satisfy all their constraints, and each constraint kind's pass rate."""
+def verify_answers(answers: list[tuple[Any, str]]) -> list[tuple[tuple[bool, ...],
+                                                                   tuple[str, ...]]]:
+    """(passed, kinds) of each (constraints, answer text), by the exact verifier."""
     from judges.constraints.verify import verify_response
 
+    results = [verify_response(constraints, text) for constraints, text in answers]
+    return [(result.passed, result.kinds) for result in results]
+
+
+def satisfaction(items: list[Any], texts: list[str], mapper: Mapper = map_local
+                 ) -> dict[str, Any]:
+    """How many answers satisfy all their constraints, and each constraint kind's pass rate
+    (the checks run through ``mapper``: in this process, or in blocks on a Ray cluster)."""
+    checked = mapper(verify_answers, [(item.constraints, text)
+                                      for item, text in zip(items, texts, strict=True)])
     per_item: list[int] = []
     kinds: dict[str, list[int]] = {}
-    for item, text in zip(items, texts, strict=True):
-        result = verify_response(item.constraints, text)
-        per_item.append(int(all(result.passed)))
-        for kind, passed in zip(result.kinds, result.passed, strict=True):
-            kinds.setdefault(kind, []).append(int(passed))
+    for passed, found_kinds in checked:
+        per_item.append(int(all(passed)))
+        for kind, ok in zip(found_kinds, passed, strict=True):
+            kinds.setdefault(kind, []).append(int(ok))
     checks = [p for values in kinds.values() for p in values]
     return {
         **rate(sum(per_item), len(per_item)),
@@ -97,12 +108,14 @@ def rate(k: int, n: int) -> dict[str, Any]:
 
 def constraint_eval(models: list[str], prompts_path: str | Path, *, db: str | Path,
                     temperature: float = 0.7, max_new_tokens: int = 128, samples: int = 1,
-                    seed: int = 0, batch_size: int = 16) -> dict[str, Any]:
+                    seed: int = 0, batch_size: int = 16, mapper: Mapper = map_local
+                    ) -> dict[str, Any]:
     """Held-out constraint satisfaction of each policy on the same constrained prompts and
     sampling settings (``sample_policy``, ``batch_size`` requests in flight); the first model
     is the baseline the others are compared with (paired bootstrap interval of the difference
-    in the all-satisfied rate). Failed requests count as unsatisfied answers and, when there
-    are any, their number is the report's ``failed_requests``."""
+    in the all-satisfied rate); the answers are checked through ``mapper``. Failed requests
+    count as unsatisfied answers and, when there are any, their number is the report's
+    ``failed_requests``."""
     if len(set(models)) != len(models):
         raise UserInputError("--model: each policy once (the first is the baseline)")
     for model in models:
@@ -119,7 +132,7 @@ def constraint_eval(models: list[str], prompts_path: str | Path, *, db: str | Pa
             concurrency=batch_size)
         failed += model_failed
         results[model] = satisfaction(items, [texts[i][k] for k in range(samples)
-                                              for i in range(len(base_items))])
+                                              for i in range(len(base_items))], mapper)
     base = results[models[0]]["per_item"]
     for model in models[1:]:
         mine = results[model]["per_item"]

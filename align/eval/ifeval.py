@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from align.eval.intervals import wilson
+from datagen.distributed.blocks import Mapper, map_local
 from datagen.errors import UserInputError
 from datagen.jsonl import read_objects
 from datagen.self_instruct.rouge import DEFAULT_THRESHOLD, NoveltyIndex
@@ -49,11 +50,17 @@ def missing_responses(items: list[IfevalPrompt], responses: dict[str, str], path
                              f"(first: key {missing[0].key}, {missing[0].prompt[:60]!r})")
 
 
-def score(items: list[IfevalPrompt], responses: dict[str, str]) -> list[dict[str, Any]]:
-    """One output row per prompt, with the reference's fields."""
+def score(items: list[IfevalPrompt], responses: dict[str, str],
+          mapper: Mapper = map_local) -> list[dict[str, Any]]:
+    """One output row per prompt, with the reference's fields; the checks run through
+    ``mapper`` (in this process, or in blocks on a Ray cluster with ``--executor ray``)."""
+    return mapper(score_answers, [(item, responses[item.prompt]) for item in items])
+
+
+def score_answers(answers: list[tuple[IfevalPrompt, str]]) -> list[dict[str, Any]]:
+    """The output row of each (prompt, response)."""
     rows = []
-    for item in items:
-        response = responses[item.prompt]
+    for item, response in answers:
         strict, loose = follow_lists(item.specs, response)
         rows.append({"key": item.key, "prompt": item.prompt,
                      "instruction_id_list": item.instruction_id_list,

@@ -30,7 +30,11 @@ from datagen.errors import UserInputError
 #                                 # stage paths resolve inside it, and stages run in it
 #     db: rlaif.db                # project database, relative to output (default rlaif.db)
 #     seed: 0                     # given as --seed to every stage that has one and sets none
-#     vars: {n: 8}                # ${n} in any value; a value that is exactly "${n}" keeps its type
+#     executor: ray               # given as --executor to every stage that has one and sets
+#     ray_address: auto           # no executor (with --ray-address): its requests or CPU work on
+#                                 # a Ray cluster; stages without the option run as usual
+#     vars: {n: 8}                # ${n} in any value; a value that is exactly "${n}" keeps its
+#                                 # type; $${X} is a literal ${X} (an --endpoint-per-node template)
 #     profiles: {quick: {n: 2}}   # named sets of vars (`rlaif run --profile quick`)
 #     stages:
 #       - stage: generate constrained       # a command path of `rlaif`
@@ -47,7 +51,9 @@ from datagen.errors import UserInputError
 # ``${output}``, ``${db}``, ``${seed}`` and ``${pipeline_dir}`` (the folder of the file, for data
 # shipped next to it). Every input path must exist or be written by an earlier stage.
 
-TOP_KEYS = ("name", "output", "db", "seed", "vars", "profiles", "stages")
+TOP_KEYS = ("name", "output", "db", "seed", "executor", "ray_address", "vars", "profiles",
+            "stages")
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -110,16 +116,34 @@ def load_plan(path: str | Path, *, output: str | Path | None = None, profile: st
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise src.error(("seed",), f"expected an integer, got {seed!r}")
     variables["seed"] = seed
+    cluster = cluster_settings(src, doc, variables)
     stages_raw = doc.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise src.error(("stages",), "expected a non-empty list of stages")
     if confine is not None and (why := confine.check_path(db, "file")):
         raise src.error(("db",), why)
-    builder = StageBuilder(src, variables, out_dir, db, seed, confine)
+    builder = StageBuilder(src, variables, out_dir, db, seed, confine, cluster)
     with builder.scratch():
         stages = [builder.build(i, raw) for i, raw in enumerate(stages_raw)]
     return Plan(file=path, name=str(doc.get("name") or path.stem), output=out_dir, db=db,
                 seed=seed, stages=stages, digest=chain_keys(stages, out_dir, db))
+
+
+def cluster_settings(src: Source, doc: dict[str, Any], variables: dict[str, Any]
+                     ) -> dict[str, str]:
+    """The top-level ``executor`` and ``ray_address`` settings, checked (empty when unset)."""
+    settings = {key: substitute(src, (key,), doc[key], variables)
+                for key in ("executor", "ray_address") if doc.get(key) is not None}
+    executor = settings.get("executor")
+    if executor is not None and executor not in EXECUTORS:
+        raise src.error(("executor",), f"expected one of {', '.join(EXECUTORS)}, got "
+                                       f"{executor!r}")
+    if "ray_address" in settings and executor != "ray":
+        raise src.error(("ray_address",), "needs executor: ray")
+    for key, value in settings.items():
+        if not isinstance(value, str) or not value:
+            raise src.error((key,), f"expected a string, got {value!r}")
+    return settings
 
 
 def chain_keys(stages: list[Stage], output: Path, db: Path) -> str:

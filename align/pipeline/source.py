@@ -20,7 +20,9 @@ from align.commands import Keys, dotted
 from datagen.errors import UserInputError
 
 BUILTIN_VARS = ("output", "db", "seed", "pipeline_dir")
-VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ``$${NAME}`` is a literal ``${NAME}`` (for values the command fills in itself, such as an
+# --endpoint-per-node template filled from each node's environment).
+VAR = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 class Source:
     """The pipeline file's text and node tree, to name a key as ``FILE:LINE: a.b[2].c``."""
@@ -100,13 +102,15 @@ def substitute(src: Source, keys: Keys, value: Any, variables: dict[str, Any]) -
         return variables[name]
 
     whole = VAR.fullmatch(value)
-    if whole:
-        return lookup(whole.group(1))
+    if whole and not whole.group(1):
+        return lookup(whole.group(2))
 
     def text(match: re.Match) -> str:
-        found = lookup(match.group(1))
+        if match.group(1):
+            return match.group(0)[1:]
+        found = lookup(match.group(2))
         if found is None or isinstance(found, dict | list):
-            raise src.error(keys, f"${{{match.group(1)}}} is {found!r}; cannot put it in text")
+            raise src.error(keys, f"${{{match.group(2)}}} is {found!r}; cannot put it in text")
         return str(found).lower() if isinstance(found, bool) else str(found)
 
     return VAR.sub(text, value)

@@ -106,10 +106,12 @@ class StageBuilder:
     stages write so that later inputs may name files that do not exist yet."""
 
     def __init__(self, src: Source, variables: dict[str, Any], output: Path, db: Path,
-                 seed: int | None, confine: Confinement | None = None) -> None:
+                 seed: int | None, confine: Confinement | None = None,
+                 cluster: dict[str, str] | None = None) -> None:
         self.src, self.variables, self.output, self.db, self.seed = (
             src, variables, output, db, seed)
         self.confine = confine
+        self.cluster = cluster or {}  # top-level executor / ray_address, for stages taking them
         self.produced: list[Path] = [db]
         self.tmp: Path | None = None
 
@@ -209,7 +211,9 @@ class StagePaths:
         return self.builder.src.error(keys, message)
 
     def add_defaults(self, tokens: ArgvBuilder) -> None:
-        """--db for stages that always use a database, --seed from the top-level seed."""
+        """--db for stages that always use a database, --seed from the top-level seed,
+        --executor and --ray-address from the top-level settings where the command takes them
+        and the stage chooses no executor itself."""
         db = find_param(tokens.command, "db")
         if db is not None and "db" not in tokens.keys and (db.required or has_default(db)):
             tokens.claim(db, ("db",))
@@ -221,6 +225,11 @@ class StagePaths:
         if seed is not None and "seed" not in tokens.keys and self.builder.seed is not None:
             tokens.claim(seed, ("seed",))
             tokens.push(["--seed", str(self.builder.seed)])
+        own = "executor" in tokens.keys  # a stage that chooses its executor keeps its choice
+        for name, value in self.builder.cluster.items():
+            if find_param(tokens.command, name) is not None and not own and (
+                    name not in tokens.keys):
+                tokens.add_option(name, value, (name,))
 
     def role(self, param: click.Parameter) -> str:
         """'output', 'input' (a path that must exist) or '' for a plain value."""

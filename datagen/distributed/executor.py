@@ -8,23 +8,27 @@ nodes (``datagen.distributed.worker``), and keeps one ``Limits`` actor holding t
 requests and tokens buckets and the budget, which every worker's client waits on. Every request
 still goes through the one shared ledger (PostgreSQL across machines; SQLite on a single node),
 so a task that Ray retries after its node died pays again only for what had not been answered.
-Ray is imported when a cluster is used, never at import time.
+``stats`` is live while requests are answered: running shards report their counters to a
+``ProgressBoard`` actor (``datagen.distributed.progress``) that the driver reads while it
+waits, so a command's progress display (``datagen.progress``), which polls ``client.stats``
+as it does for the local client, moves with every node's answers. Ray is imported when a
+cluster is used, never at import time (``datagen.distributed.session``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
+from datagen.distributed.progress import REPORT_SECONDS, ProgressBoard, add_stats
+from datagen.distributed.session import TASK_RETRIES, ray_session
 from datagen.distributed.shards import shard_count, split
 from datagen.distributed.worker import answer_shard
 from datagen.endpoint.client import CHAT_PATH, ClientConfig, Request, Stats
 from datagen.endpoint.completion import Completion
 from datagen.endpoint.limits import Limits
-from datagen.errors import UserInputError
-
-TASK_RETRIES = 3
 
 
 class RayClient:
@@ -33,46 +37,46 @@ class RayClient:
     def __init__(
         self, config: ClientConfig, db: str | None, *, address: str | None = None,
         api_key_env: str | None = None, endpoint_per_node: str | None = None,
-        on_progress: Callable[[Stats], None] | None = None,
     ) -> None:
         self.config = config
         self.db = db
         self.address = address
         self.api_key_env = api_key_env
         self.endpoint_per_node = endpoint_per_node
-        self.on_progress = on_progress
-        self.stats = Stats()
+        self.finished = Stats()  # exact counts of the shards that came back
+        self.running: dict[str, dict[str, Any]] = {}  # latest report of each running shard
         self.served_by: dict[str, int] = {}
         self._ray: Any = None
         self._limits: Any = None
-        self._started_ray = False
+        self._board: Any = None
+        self._calls = 0
+        self._session = ExitStack()
 
     async def __aenter__(self) -> RayClient:
-        try:
-            import ray
-        except ImportError:
-            raise UserInputError("--executor ray: Ray is not installed "
-                                 "(pip install 'rlaif[cluster]')") from None
+        ray = self._ray = self._session.enter_context(ray_session(self.address))
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self._ray = ray
-        if not ray.is_initialized():
-            try:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise UserInputError(f"--ray-address {self.address}: {exc}") from None
-            self._started_ray = True
-        # The shared limits live on the driver's own node: if they lived on a worker node, that
-        # node's death would take the cluster's rate limits and budget with it.
+        # The shared limits and the progress board live on the driver's own node: if they
+        # lived on a worker node, that node's death would take the cluster's rate limits and
+        # budget with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         actor = ray.remote(Limits).options(max_concurrency=1000, num_cpus=0,
                                            scheduling_strategy=here)
         self._limits = actor.remote(self.config.rpm, self.config.tpm, self.config.budget_usd)
+        self._board = ray.remote(ProgressBoard).options(num_cpus=0,
+                                                        scheduling_strategy=here).remote()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._started_ray:
-            self._ray.shutdown()
+        self._session.close()
+
+    @property
+    def stats(self) -> Stats:
+        """Counts so far: finished shards exactly, running ones as last reported."""
+        total = self.finished
+        for counts in self.running.values():
+            total = add_stats(total, counts)
+        return total
 
     @property
     def budget_exhausted(self) -> bool:
@@ -80,22 +84,32 @@ class RayClient:
 
     async def call_many(self, requests: Sequence[Request]) -> list[Completion]:
         """Answer every request through the shared ledger, spread over the cluster's nodes."""
-        self.stats.scheduled += len(requests)
+        self.finished.scheduled += len(requests)  # the workers' own counts leave it out
         ray = self._ray
         nodes = max(1, len([n for n in ray.nodes() if n.get("Alive")]))
         shards = split(list(requests), shard_count(len(requests), nodes))
         task = ray.remote(answer_shard).options(
             max_retries=TASK_RETRIES, scheduling_strategy="SPREAD", num_cpus=1)
         settings = self.config.model_dump(exclude={"api_key"})
-        pending = [task.remote(settings, self.api_key_env, self.endpoint_per_node, self.db,
-                               shard, self._limits) for shard in shards]
+        self._calls += 1
+        names = {}
+        for number, shard in enumerate(shards):
+            name = f"{self._calls}:{number}"
+            names[task.remote(settings, self.api_key_env, self.endpoint_per_node, self.db,
+                              shard, self._limits, self._board, name)] = name
+        pending = list(names)
         answers: list[Completion | None] = [None] * len(requests)
         while pending:
-            done, pending = await asyncio.to_thread(ray.wait, pending, num_returns=1)
-            for position, fields, node in await asyncio.to_thread(ray.get, done[0]):
-                answers[position] = self._count(Completion(**fields), node)
-            if self.on_progress:
-                self.on_progress(self.stats)
+            done, pending = await asyncio.to_thread(
+                ray.wait, pending, num_returns=1, timeout=REPORT_SECONDS)
+            for ref in done:
+                for position, fields, node in await asyncio.to_thread(ray.get, ref):
+                    answers[position] = self._count(Completion(**fields), node)
+                self.running.pop(names[ref], None)
+            running = [names[ref] for ref in pending]
+            reports = await asyncio.to_thread(ray.get, self._board.read.remote(running))
+            self.running.update({name: reports[name] | {"scheduled": 0}
+                                 for name in running if name in reports})
         return answers  # type: ignore[return-value]
 
     async def call(self, path: str, body: dict[str, Any], *, sample_index: int = 0,
@@ -109,7 +123,7 @@ class RayClient:
         return await self.call(CHAT_PATH, body, sample_index=sample_index)
 
     def _count(self, answer: Completion, node: str) -> Completion:
-        stats = self.stats
+        stats = self.finished
         stats.ok += answer.status == "ok"
         stats.failed += answer.status == "failed"
         stats.skipped += answer.status == "skipped"

@@ -11,6 +11,7 @@ re-asks only what was never answered.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import string
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from datagen import store
+from datagen.distributed.progress import report_while_running
 from datagen.endpoint.client import ClientConfig, LLMClient, Request, run_async
 from datagen.endpoint.completion import Completion
 
@@ -54,10 +56,12 @@ def node_endpoint(template: str) -> str:
 
 def answer_shard(
     settings: dict[str, Any], api_key_env: str | None, endpoint_template: str | None,
-    db: str | None,
-    shard: list[tuple[int, Request]], limits_actor: Any,
+    db: str | None, shard: list[tuple[int, Request]], limits_actor: Any,
+    board: Any = None, shard_id: str = "",
 ) -> list[tuple[int, dict[str, Any], str]]:
-    """Answer one shard; returns (position, completion as a dict, node address) per request."""
+    """Answer one shard; returns (position, completion as a dict, node address) per request.
+    With ``board`` (a ``ProgressBoard`` actor), the client's counters are reported there as
+    ``shard_id`` while the shard runs."""
     key = os.environ.get(api_key_env) if api_key_env else None
     base_url = node_endpoint(endpoint_template) if endpoint_template else settings["base_url"]
     config = ClientConfig(**{**settings, "base_url": base_url,
@@ -68,7 +72,13 @@ def answer_shard(
     async def go() -> list[Completion]:
         database = store.open_db(db) if db else None
         async with LLMClient(config, database, limits=limits) as client:
-            return await client.call_many([request for _, request in shard])
+            reporter = asyncio.create_task(report_while_running(board, shard_id, client.stats)
+                                           ) if board is not None else None
+            try:
+                return await client.call_many([request for _, request in shard])
+            finally:
+                if reporter is not None:
+                    reporter.cancel()
 
     answers = run_async(go())
     return [(position, answer.model_dump(), node)

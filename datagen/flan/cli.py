@@ -17,7 +17,14 @@ import click
 
 from datagen import store
 from datagen.cli_checks import DatabasePath, output_option
-from datagen.connect import client_config, client_options, endpoint_url, pop_client_options
+from datagen.connect import (
+    block_executor_options,
+    client_config,
+    client_options,
+    endpoint_url,
+    pop_client_options,
+)
+from datagen.distributed.blocks import block_mapper
 from datagen.endpoint.client import LLMClient, run_async
 from datagen.errors import UserInputError
 from datagen.flan.io import (
@@ -131,12 +138,13 @@ def describe_tasks() -> list[str]:
               help="Instead of converting, ask the endpoint for N new phrasings of each "
                    "template and write them to -o for review.")
 @client_options
+@block_executor_options
 def generate_flan(
     inputs: tuple[Path, ...], template_files: tuple[Path, ...], tasks: tuple[str, ...],
     field_maps: tuple[str, ...], label_maps: tuple[str, ...], list_tasks: bool, shots: int,
     options_style: str, cot: bool, seed: int,
     limit: int | None, max_per_task: int | None, on_bad_row: str, out: str, db: Path | None,
-    paraphrase: int | None, **kwargs: Any,
+    paraphrase: int | None, executor: str, ray_address: str | None, **kwargs: Any,
 ) -> None:
     """Turn labelled datasets into instruction examples with FLAN-style templates.
 
@@ -160,11 +168,12 @@ def generate_flan(
         "max_per_task": max_per_task, "on_bad_row": on_bad_row, "output": out,
     }
     bad = BadRows()
-    examples = convert(sources, shots=shots, options_style=options_style, cot=cot, seed=seed,
-                       limit=limit, max_per_task=max_per_task, on_bad_row=on_bad_row, bad=bad)
     counts: Counter[str] = Counter()
     saved = None
-    with atomic_output(out) as handle:
+    with block_mapper(executor, ray_address) as mapper, atomic_output(out) as handle:
+        examples = convert(sources, shots=shots, options_style=options_style, cot=cot,
+                           seed=seed, limit=limit, max_per_task=max_per_task,
+                           on_bad_row=on_bad_row, bad=bad, mapper=mapper)
         for example in examples:
             handle.write(example.model_dump_json() + "\n")
             counts[example.task] += 1

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datagen import store
+from datagen.distributed.blocks import Mapper, map_local
 from datagen.endpoint.client import LLMClient
 from datagen.flan.io import BadRows, Row, checked_rows, count_rows, row_spec
 from datagen.flan.mix import interleave, template_order, with_exemplars
@@ -45,6 +46,7 @@ from datagen.store.tables import FLAN_EXAMPLES
 
 PARAPHRASE_PROMPT_FILE = TEMPLATE_DIR / "_paraphrase.yaml"
 OptionsStyle = Literal["plain", "random", "none"]
+RENDER_CHUNK = 8192  # plans rendered at a time (bounds memory; many blocks for a cluster)
 
 
 class Message(BaseModel):
@@ -184,11 +186,34 @@ def example_id(task: str, template_id: str, file: str, row: int, shots: int, use
 # --- conversion -------------------------------------------------------------------------------
 
 
-def task_examples(
+class _Look(NamedTuple):
+    """What every example of one input is rendered with (shared by its plans)."""
+
+    task: str
+    few_shot: FewShotFormat
+    templates: list[_Prepared]
+    cot_target: str | None
+    file: str
+    shots: int
+
+
+class _Plan(NamedTuple):
+    """One example decided but not yet rendered: every seeded choice is made."""
+
+    look: _Look
+    template: int
+    row: Row
+    exemplars: list[Row]
+    style: OptionStyle
+
+
+def task_plans(
     source: TaskInput, index: int, *, shots: int, options_style: OptionsStyle, cot: bool,
     seed: int, styles: OptionStyles, on_bad_row: str, bad: BadRows,
-) -> Iterator[FlanExample]:
-    """Examples of one input, in file order (setup errors are raised before the first one)."""
+) -> Iterator[_Plan]:
+    """The examples of one input as plans, in file order (setup errors are raised before the
+    first one). Every seeded choice happens here, in order, so rendering the plans anywhere
+    (in blocks, on other machines) gives the same bytes."""
     spec = source.spec
     columns = row_spec(spec, source.field_map, cot, source.label_map)
     templates = prepare_templates(spec, options_style)
@@ -197,65 +222,82 @@ def task_examples(
     pairs = (with_exemplars(rows, shots, rng, str(source.path)) if shots
              else ((row, []) for row in rows))
     plain = OptionStyle(styles.plain_start, styles.plain_item, "")
-    fixed: dict[OptionStyle, tuple[str, list[str] | None]] = {}  # bounded: fixed options only
-    cot_target = spec.cot_target if cot else None
+    look = _Look(spec.task, spec.few_shot, templates, spec.cot_target if cot else None,
+                 str(source.path), shots)
     order = template_order(len(templates), rng)
-    file = str(source.path)
+
+    def generate() -> Iterator[_Plan]:
+        for row, exemplars in pairs:
+            number = next(order)
+            style = plain
+            if options_style == "random" and templates[number].shows_options and row.options:
+                style = OptionStyle(rng.choice(styles.starts), rng.choice(styles.items),
+                                    rng.choice(styles.endings))
+            yield _Plan(look, number, row, exemplars, style)
+
+    return generate()
+
+
+def render_plans(plans: list[_Plan]) -> list[FlanExample]:
+    """The examples of a block of plans (a pure function: the same plans, the same bytes)."""
+    shown: dict[tuple[tuple[str, ...], OptionStyle], tuple[str, list[str] | None]] = {}
 
     def options_for(row: Row, style: OptionStyle) -> tuple[str, list[str] | None] | None:
         if not row.options:
             return None
-        if row.options is not columns.options:
-            return render_options(row.options, style)
-        if style not in fixed:
-            fixed[style] = render_options(row.options, style)
-        return fixed[style]
+        if (row.options, style) not in shown:
+            shown[row.options, style] = render_options(row.options, style)
+        return shown[row.options, style]
 
-    def generate() -> Iterator[FlanExample]:
-        for row, exemplars in pairs:
-            template = templates[next(order)]
-            style = plain
-            if options_style == "random" and template.shows_options and row.options:
-                style = OptionStyle(rng.choice(styles.starts), rng.choice(styles.items),
-                                    rng.choice(styles.endings))
-            x, y = render_pair(template, row, options_for(row, style), cot_target)
-            if exemplars:
-                shown = [render_pair(template, ex, options_for(ex, style), cot_target)
-                         for ex in exemplars]
-                x = compose_shots(spec.few_shot, shown, x)
-            yield FlanExample(
-                messages=[{"role": "user", "content": x}, {"role": "assistant", "content": y}],
-                task=spec.task, template_id=template.id,
-                source={"file": file, "row": row.index}, shots=shots, answer=row.answer,
-                id=example_id(spec.task, template.id, file, row.index, shots, x, y),
-            )
-
-    return generate()
+    examples = []
+    for look, number, row, exemplars, style in plans:
+        template = look.templates[number]
+        x, y = render_pair(template, row, options_for(row, style), look.cot_target)
+        if exemplars:
+            pairs = [render_pair(template, ex, options_for(ex, style), look.cot_target)
+                     for ex in exemplars]
+            x = compose_shots(look.few_shot, pairs, x)
+        examples.append(FlanExample(
+            messages=[{"role": "user", "content": x}, {"role": "assistant", "content": y}],
+            task=look.task, template_id=template.id,
+            source={"file": look.file, "row": row.index}, shots=look.shots, answer=row.answer,
+            id=example_id(look.task, template.id, look.file, row.index, look.shots, x, y),
+        ))
+    return examples
 
 
 def convert(
     inputs: Sequence[TaskInput], *, shots: int = 0, options_style: OptionsStyle = "plain",
     cot: bool = False, seed: int = 0, limit: int | None = None, max_per_task: int | None = None,
-    on_bad_row: str = "fail", bad: BadRows | None = None,
+    on_bad_row: str = "fail", bad: BadRows | None = None, mapper: Mapper = map_local,
 ) -> Iterator[FlanExample]:
     """Render every input and mix them (examples-proportional, ``max_per_task`` cap each);
-    at most ``limit`` examples in all. Bad rows raise UserInputError or go into ``bad``."""
+    at most ``limit`` examples in all. Bad rows raise UserInputError or go into ``bad``. The
+    plans are rendered ``RENDER_CHUNK`` at a time through ``mapper`` (in this process, or in
+    blocks on a Ray cluster), so memory stays flat and the output is the same either way."""
     styles = load_option_styles()
     bad = bad if bad is not None else BadRows()
     streams = [
-        task_examples(source, i, shots=shots, options_style=options_style, cot=cot, seed=seed,
-                      styles=styles, on_bad_row=on_bad_row, bad=bad)
+        task_plans(source, i, shots=shots, options_style=options_style, cot=cot, seed=seed,
+                   styles=styles, on_bad_row=on_bad_row, bad=bad)
         for i, source in enumerate(inputs)
     ]
     if len(streams) == 1:
         caps = [cap for cap in (limit, max_per_task) if cap is not None]
-        return islice(streams[0], min(caps) if caps else None)
-    quotas = [count_rows(source.path,
-                         row_spec(source.spec, source.field_map, cot, source.label_map))
-              for source in inputs]
-    if max_per_task is not None:
-        quotas = [min(q, max_per_task) for q in quotas]
-    return islice(interleave(streams, quotas, random.Random(f"flan-mix:{seed}")), limit)
+        plans = islice(streams[0], min(caps) if caps else None)
+    else:
+        quotas = [count_rows(source.path,
+                             row_spec(source.spec, source.field_map, cot, source.label_map))
+                  for source in inputs]
+        if max_per_task is not None:
+            quotas = [min(q, max_per_task) for q in quotas]
+        plans = islice(interleave(streams, quotas, random.Random(f"flan-mix:{seed}")), limit)
+    return _rendered(plans, mapper)
+
+
+def _rendered(plans: Iterator[_Plan], mapper: Mapper) -> Iterator[FlanExample]:
+    while chunk := list(islice(plans, RENDER_CHUNK)):
+        yield from mapper(render_plans, chunk)
 
 
 # --- the project database -----------------------------------------------------------------------

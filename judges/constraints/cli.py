@@ -11,6 +11,7 @@ before anything is written.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -19,6 +20,8 @@ import click
 
 from datagen import store
 from datagen.cli_checks import DatabasePath, output_option
+from datagen.connect import block_executor_options
+from datagen.distributed.blocks import block_mapper
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write
 from datagen.store.tables import CONSTRAINED_PROMPTS
@@ -95,6 +98,7 @@ def write_jsonl(path: Path, rows: list[ConstrainedPrompt], form: str = "rlaif") 
     default=None,
     help=f"Save the rows to the {CONSTRAINED_PROMPTS} table of this project database instead.",
 )
+@block_executor_options
 def generate_constrained(
     prompts_path: Path | None,
     constraint_range: str,
@@ -103,6 +107,8 @@ def generate_constrained(
     output: Path | None,
     form: str,
     db: Path | None,
+    executor: str,
+    ray_address: str | None,
 ) -> None:
     """Attach 1..K verifiable constraints to each prompt and render the final prompt text."""
     if (output is None) == (db is None):
@@ -111,7 +117,11 @@ def generate_constrained(
         raise UserInputError("--format: only for -o/--output files (the table keeps our form)")
     k_min, k_max = parse_range(constraint_range)
     prompts = load_base_prompts(prompts_path)[:limit]
-    rows = add_constraints(prompts, k_min, k_max, seed)
+    # each prompt's constraints are seeded by the prompt alone, so blocks of prompts can be
+    # rendered anywhere and give the same rows
+    with block_mapper(executor, ray_address) as mapper:
+        rows = mapper(functools.partial(add_constraints, k_min=k_min, k_max=k_max, seed=seed),
+                      prompts)
     source = prompts_path or bundled_prompts_path()
     if output is not None:
         write_jsonl(output, rows, form)
