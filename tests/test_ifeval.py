@@ -254,6 +254,26 @@ def test_responses_file_gives_the_reference_numbers_and_fields(tmp_path, referen
     assert "prompt_level_strict_acc" in text.output and "change_case:english_capital" in text.output
 
 
+def test_a_respelled_prompt_is_joined_on_its_first_100_characters(tmp_path):
+    # Google's published responses spell one prompt differently from input_data.jsonl
+    rows = bundled_rows()[:5]
+    lines = [{"prompt": r["prompt"], "response": "ok"} for r in rows]
+    lines[2]["prompt"] = rows[2]["prompt"][:100] + rows[2]["prompt"][100:].replace(" ", "  ", 1)
+    lines[2]["response"] = "RESPELLED"
+    prompts = write_jsonl(tmp_path / "p.jsonl", rows)
+    responses = write_jsonl(tmp_path / "r.jsonl", lines)
+    out = tmp_path / "o.jsonl"
+    result = run_ifeval("--prompts", str(prompts), "--responses", str(responses), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert f"matched a response by their first 100 characters (keys [{rows[2]['key']}])" in (
+        result.output)
+    assert json.loads(out.read_text().splitlines()[2])["response"] == "RESPELLED"
+    lines.append(dict(lines[2], prompt=lines[2]["prompt"] + " again"))  # now ambiguous
+    write_jsonl(tmp_path / "r.jsonl", lines)
+    result = run_ifeval("--prompts", str(prompts), "--responses", str(responses))
+    assert result.exit_code == 2 and "1 of 5 prompts have no response" in result.output
+
+
 def test_missing_response_and_bad_prompts_are_user_errors(tmp_path):
     responses = write_jsonl(tmp_path / "resp.jsonl", [{"prompt": "not an IFEval prompt",
                                                        "response": "x"}])

@@ -236,9 +236,12 @@ def eval_ifeval(prompts_path: Path | None, responses_path: Path | None, policy: 
     items = read_ifeval_prompts(prompts_path)[:n_prompts]
     close = ifeval.contamination(items, list(train_paths)) if train_paths else []
     if responses_path is not None:
-        responses = ifeval.read_responses(responses_path)
-        ifeval.missing_responses(items, responses, responses_path)
-        source = {"responses": str(responses_path)}
+        responses, by_prefix = ifeval.join_responses(
+            items, ifeval.read_responses(responses_path), responses_path)
+        source = {"responses": str(responses_path), "matched_by_prefix": by_prefix}
+        if by_prefix:
+            click.echo(f"eval ifeval: {len(by_prefix)} prompts matched a response by their first "
+                       f"{ifeval.PREFIX_CHARS} characters (keys {by_prefix})", err=True)
     else:
         sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed)
         args = {"policy": policy, "policy_model": policy_model, "n_prompts": len(items),

@@ -42,12 +42,35 @@ def read_responses(path: Path) -> dict[str, str]:
     return responses
 
 
-def missing_responses(items: list[IfevalPrompt], responses: dict[str, str], path: Path) -> None:
-    """Raise UserInputError when some prompt has no response in the file."""
-    missing = [item for item in items if item.prompt not in responses]
+PREFIX_CHARS = 100  # a prompt without an exact match may be matched on this many characters
+
+
+def join_responses(items: list[IfevalPrompt], responses: dict[str, str],
+                   path: Path) -> tuple[dict[str, str], list[int | str]]:
+    """Each prompt's response, joined on the prompt text as the reference does. Google's two
+    published files spell one prompt differently, so a prompt without an exact match takes the
+    one response whose prompt starts with the same 100 characters; returns the responses by
+    prompt and the keys matched that way. UserInputError when some prompt has no response."""
+    joined, by_prefix, missing = {}, [], []
+    asked = {item.prompt for item in items}
+    prefixes: dict[str, list[str]] = defaultdict(list)
+    for prompt in responses:
+        if prompt not in asked and len(prompt) >= PREFIX_CHARS:
+            prefixes[prompt[:PREFIX_CHARS]].append(prompt)
+    for item in items:
+        if item.prompt in responses:
+            joined[item.prompt] = responses[item.prompt]
+            continue
+        candidates = prefixes.get(item.prompt[:PREFIX_CHARS], [])
+        if len(item.prompt) >= PREFIX_CHARS and len(candidates) == 1:
+            joined[item.prompt] = responses[candidates[0]]
+            by_prefix.append(item.key)
+        else:
+            missing.append(item)
     if missing:
         raise UserInputError(f"{path}: {len(missing)} of {len(items)} prompts have no response "
                              f"(first: key {missing[0].key}, {missing[0].prompt[:60]!r})")
+    return joined, by_prefix
 
 
 def score(items: list[IfevalPrompt], responses: dict[str, str],
