@@ -56,6 +56,10 @@ TRAIN_COMMANDS = {
     "online-dpo": "align.rl.cli:train_online_dpo",
 }
 
+DB_COMMANDS = {
+    "copy": "datagen.store.cli:copy",
+}
+
 EVAL_COMMANDS = {
     "rm": "align.eval.cli:eval_rm",
     "winrate": "align.eval.cli:eval_winrate",
@@ -126,6 +130,11 @@ def export() -> None:
 @main.group(cls=LazyGroup, lazy=TRAIN_COMMANDS, words="train")
 def train() -> None:
     """Train a policy or reward model (TRL SFT/reward/DPO/GRPO/RLOO/online DPO, project PPO)."""
+
+
+@main.group(cls=LazyGroup, lazy=DB_COMMANDS, words="db")
+def db() -> None:
+    """Manage project databases (SQLite files or PostgreSQL)."""
 
 
 @main.group(name="eval", cls=LazyGroup, lazy=EVAL_COMMANDS, words="eval")

@@ -91,13 +91,16 @@ class OutputPath(click.Path):
 
 
 class DatabasePath(click.Path):
-    """The project database: absent (it will be created) or a usable rlaif SQLite file."""
+    """The project database: absent (it will be created) or a usable rlaif SQLite file, or a
+    ``postgresql://`` URL (a ``str``; without a password)."""
 
     def __init__(self) -> None:
         super().__init__(dir_okay=False, path_type=Path)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> Any:
+        if store.is_postgres(value):  # a server: what is wrong shows when it is opened
+            return store.database_target(value, param_label(param))
         path = Path(os.fsdecode(value)).expanduser()
         problem = store.database_problem(path, LOCK_WAIT_S)
         if problem is None and not path.exists():

@@ -76,7 +76,7 @@ def _read_input(path: Path | None, db: Path, skip: bool,
                 check_constraints: bool) -> tuple[list[PairRow], list[str]]:
     if path is not None:
         return read_pairs(path, skip, check_constraints)
-    if not db.is_file():
+    if not store.database_exists(db):
         raise UserInputError(f"{db}: no such database (give --input PAIRS.jsonl)")
     stored = load_pairs(store.open_db(db))
     if not stored:
@@ -134,7 +134,7 @@ def judge_revisions(run_id: str | None, **kwargs: Any) -> None:
     specs, rubrics, settings, options, db = judge_setup(kwargs)
     if "verify" in specs:
         raise UserInputError("--judge verify: revisions have no constraints to verify")
-    if not db.is_file():
+    if not store.database_exists(db):
         raise UserInputError(f"{db}: no such database (give --db)")
     rows = revision_pairs(load_samples(store.open_db(db), run_id))
     if not rows:

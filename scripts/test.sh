@@ -11,5 +11,15 @@ if ! command -v chromium >/dev/null; then
         echo "scripts/test.sh: the page tests need Debian's chromium (sudo apt-get install chromium)" >&2
     fi
 fi
+# The store's PostgreSQL tests start a throw-away cluster of their own (tests/postgres.py) with
+# Debian's PostgreSQL 15 server binaries.
+if ! { command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; } \
+        && [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+    else
+        echo "scripts/test.sh: the store tests need PostgreSQL 15 (sudo apt-get install postgresql-15)" >&2
+    fi
+fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 "$@"

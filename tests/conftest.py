@@ -21,6 +21,23 @@ def fake_llm():
         yield server
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL 15 cluster for the session (tests/postgres.py)."""
+    from postgres import Cluster
+
+    with Cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request, tmp_path) -> str:
+    """A fresh project database of each backend: a SQLite file path or a postgresql:// URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "rlaif.db")
+    return request.getfixturevalue("postgres").new_database()
+
+
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
                    "https_proxy", "all_proxy", "no_proxy")
 

@@ -32,13 +32,14 @@ def declared_types(db: sqlite3.Connection, table: str) -> dict[str, str]:
 
 def test_public_surface_is_pinned():
     assert sorted(datagen.store.__all__) == sorted([
-        "LEDGER_COLUMNS", "DBThread", "Database", "count_rows", "database_file",
-        "database_problem",
-        "declared_table", "finish_run", "get_run", "hosted_add_job", "hosted_ingest",
-        "hosted_job_requests", "hosted_jobs", "hosted_open_jobs", "hosted_update_job",
-        "ledger_add_pending", "ledger_finish", "ledger_lookup", "ledger_totals", "load_columns",
-        "load_page", "load_rows", "migrate", "open_db", "save_rows", "start_run", "sum_column",
-        "table_columns", "table_names", "tables", "transaction"])
+        "DBThread", "Database", "LEDGER_COLUMNS", "copy_database", "count_rows", "database_exists",
+        "database_file", "database_problem", "database_target", "declared_table", "finish_run",
+        "get_run", "hosted_add_job", "hosted_ingest", "hosted_job_requests", "hosted_jobs",
+        "hosted_open_jobs", "hosted_update_job", "is_postgres", "ledger_add_pending",
+        "ledger_claim", "ledger_finish", "ledger_lookup", "ledger_release", "ledger_renew",
+        "ledger_totals", "load_columns", "load_page", "load_rows", "migrate", "new_worker_id",
+        "open_db", "save_rows", "shown_target", "start_run", "sum_column", "table_columns",
+        "table_names", "tables", "transaction", "worker_gone"])
     assert all(hasattr(datagen.store, name) for name in datagen.store.__all__)
 
 

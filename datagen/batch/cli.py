@@ -101,7 +101,7 @@ def _check(input_file: Path) -> None:
 
 
 def _list(db: Path) -> None:
-    if not db.is_file():
+    if not store.database_exists(db):
         raise UserInputError(f"{db}: no such database")
     jobs = store.hosted_jobs(store.open_db(db))
     for job in jobs:

@@ -77,6 +77,8 @@ class ClientConfig(BaseModel):
     max_retries: int = Field(default=5, ge=0)
     timeout: float = Field(default=600.0, gt=0, description="Seconds per attempt")
     budget_usd: float | None = Field(default=None, ge=0)
+    lease_s: float = Field(default=60.0, gt=0, description="Seconds a worker's claim on a "
+                           "request lasts unless renewed (a dead worker's claims then expire)")
     prices: Prices = Field(default_factory=dict)
     backoff_base: float = Field(default=0.5, ge=0)
     backoff_max: float = Field(default=30.0, ge=0)
@@ -122,6 +124,8 @@ class LLMClient:
         self._sem: asyncio.Semaphore | None = None
         self.limits = limits or Limits(config.rpm, config.tpm, config.budget_usd)
         self._ledger: store.DBThread | None = None
+        self._renewer: asyncio.Task | None = None
+        self.worker = store.new_worker_id()
         self._queue: asyncio.Queue | None = None
         self._writer: asyncio.Task | None = None
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
@@ -144,6 +148,7 @@ class LLMClient:
             self._ledger = store.DBThread(self.db)
             self._queue = asyncio.Queue()
             self._writer = asyncio.create_task(self._write_loop())
+            self._renewer = asyncio.create_task(self._renew_loop())
         if self.config.hosted is not None:
             if self.db is None:
                 raise ValueError("hosted batches need a ledger database")
@@ -159,8 +164,10 @@ class LLMClient:
         if self._batcher is not None:
             await self._batcher.aclose()
         if self._writer is not None:
+            self._renewer.cancel()
             await self._queue.put(None)
             await self._writer
+            await self._ledger.call(store.ledger_release, self.worker)
         if self._ledger is not None:
             self._ledger.close()
         if self._pool is not None:
@@ -169,7 +176,8 @@ class LLMClient:
     # --- ledger plumbing ---------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        """Group commit: drain every queued ledger write into one transaction."""
+        """Group commit: drain every queued ledger write (finished requests, claims of requests
+        about to be sent) into one transaction."""
         closing = False
         while not closing:
             item = await self._queue.get()
@@ -178,18 +186,26 @@ class LLMClient:
                 items.append(self._queue.get_nowait())
             closing = None in items
             ops = [i for i in items if i is not None]
-            pending = [row for kind, row, _ in ops if kind == "pending"]
+            claims = [row for kind, rows, _ in ops if kind == "claim" for row in rows]
             finished = [row for kind, row, _ in ops if kind == "finish"]
             try:
-                await self._ledger.call(_write_ledger, pending, finished)
+                held = await self._ledger.call(_write_ledger, claims, finished, self.worker,
+                                               self.config.lease_s)
             except Exception as exc:  # a full disk must not be reported as sent
                 for _, _, fut in ops:
                     if fut is not None and not fut.done():
                         fut.set_exception(exc)
                 continue
-            for _, _, fut in ops:
+            for kind, rows, fut in ops:
                 if fut is not None and not fut.done():
-                    fut.set_result(None)
+                    fut.set_result({r["key"] for r in rows if r["key"] in held}
+                                   if kind == "claim" else None)
+
+    async def _renew_loop(self) -> None:
+        """Keep this worker's leases alive while it runs (a dead worker's expire)."""
+        while True:
+            await asyncio.sleep(self.config.lease_s / 3)
+            await self._ledger.call(store.ledger_renew, self.worker, self.config.lease_s)
 
     async def lookup(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Ledger rows for these keys (empty without a database)."""
@@ -197,15 +213,14 @@ class LLMClient:
             return {}
         return await self._ledger.call(store.ledger_lookup, keys)
 
-    async def record_pending(self, rows: list[dict[str, Any]]) -> None:
-        """Commit pending rows for requests about to be sent (used by batch to pre-register)."""
-        if self.db is None or not rows:
-            return
+    async def claim(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Record requests about to be sent as pending and take their leases for this worker;
+        returns the keys it holds (the others are held by another live worker)."""
+        if not rows:
+            return set()
         fut = asyncio.get_running_loop().create_future()
-        for row in rows[:-1]:
-            self._queue.put_nowait(("pending", row, None))
-        self._queue.put_nowait(("pending", rows[-1], fut))
-        await fut
+        self._queue.put_nowait(("claim", rows, fut))
+        return await fut
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -228,35 +243,39 @@ class LLMClient:
         body = {"model": model or self.config.model, "prompt": prompt, **params}
         return await self.call(COMPLETIONS_PATH, body, sample_index=sample_index)
 
-    async def call(
-        self,
-        path: str,
-        body: dict[str, Any],
-        *,
-        sample_index: int = 0,
-        known: dict[str, Any] | None = None,
-    ) -> Completion:
-        """Answer from the ledger if this exact request completed before, else send it.
+    async def call(self, path: str, body: dict[str, Any], *, sample_index: int = 0) -> Completion:
+        """Answer from the ledger if this exact request completed before, else send it (once
+        across every worker sharing the ledger)."""
+        return (await self.call_many([Request(path, body, sample_index)]))[0]
 
-        ``known`` is the ledger row for this request when the caller already looked it up
-        (``{}`` for "not in the ledger"); ``None`` makes the client look it up itself.
-        """
+    async def _answer(self, key: str, request: tuple[str, dict[str, Any], bytes, int],
+                      row: dict[str, Any] | None, held: bool) -> Completion:
+        """One request of a sweep: from its ledger row when it completed, sent when this worker
+        holds its lease, else awaited from the worker that does."""
+        path, body, payload, sample_index = request
         self.stats.scheduled += 1
-        body = {k: v for k, v in body.items() if v is not None}
-        payload = canonical_bytes(body)
-        key = payload_key(path, payload, sample_index)
-        if self.db is not None:
-            row = known if known is not None else (await self.lookup([key])).get(key)
+        if self.db is None:
+            return await self._send(key, path, body, payload)
+        while not held:
             if row and row["status"] == "ok":
-                self.stats.from_ledger += 1
-                self.stats.ok += 1
-                return _from_ledger_row(key, row)
-            if not row:
-                await self.record_pending([_pending_row(key, path, body, payload, sample_index)])
+                break
+            if row and row["status"] == "failed" and row["lease_until"] is None:
+                self.stats.failed += 1
+                return _failed_ledger_row(key, row)
+            await asyncio.sleep(min(1.0, self.config.lease_s / 20))
+            row = (await self.lookup([key])).get(key)
+            if row and row["status"] != "ok" and (
+                    row["lease_until"] is None or row["lease_until"] < time.time()
+                    or store.worker_gone(row["worker_id"])):
+                held = key in await self.claim([_pending_row(key, *request)])
+        if row and row["status"] == "ok" and not held:
+            self.stats.from_ledger += 1
+            self.stats.ok += 1
+            return _from_ledger_row(key, row)
         if self._batcher is not None:  # the batcher writes its answers to the ledger itself
             return await self._batcher.submit(key, normalise_path(path), body)
         result = await self._send(key, path, body, payload)
-        if self.db is not None and result.status != "skipped":
+        if result.status != "skipped":
             self._queue.put_nowait(("finish", finish_row(result, self._endpoint), None))
         return result
 
@@ -276,11 +295,12 @@ class LLMClient:
         if not unique:
             return []
         known = await self.lookup(list(unique))
-        await self.record_pending([_pending_row(key, *request) for key, request in unique.items()
-                                   if key not in known])
+        held = await self.claim([_pending_row(key, *request) for key, request in unique.items()
+                                 if self.db is not None and
+                                 known.get(key, {}).get("status") != "ok"])
         answers = await asyncio.gather(*(
-            self.call(path, body, sample_index=index, known=known.get(key) or {"status": "pending"})
-            for key, (path, body, _, index) in unique.items()))
+            self._answer(key, request, known.get(key), key in held)
+            for key, request in unique.items()))
         by_key = dict(zip(unique, answers, strict=True))
         return [by_key[key] for key in keys]
 
@@ -391,10 +411,11 @@ class LLMClient:
         return [m["id"] for m in orjson.loads(raw).get("data", [])]
 
 
-def _write_ledger(db: store.Database, pending: list[dict], finished: list[dict]) -> None:
+def _write_ledger(db: store.Database, claims: list[dict], finished: list[dict], worker: str,
+                  lease_s: float) -> set[str]:
     with store.transaction(db):
-        store.ledger_add_pending(db, pending)
         store.ledger_finish(db, finished)
+        return store.ledger_claim(db, claims, worker, lease_s)
 
 def _pending_row(
     key: str, path: str, body: dict[str, Any], payload: bytes, sample_index: int
@@ -403,6 +424,11 @@ def _pending_row(
         "key": key, "path": normalise_path(path), "model": body.get("model"),
         "body": payload.decode(), "sample_index": sample_index,
     }
+
+
+def _failed_ledger_row(key: str, row: dict[str, Any]) -> Completion:
+    return Completion(key=key, status="failed", status_code=row.get("status_code"),
+                      error=row.get("error"), attempts=row.get("attempts") or 0, from_ledger=True)
 
 
 def _from_ledger_row(key: str, row: dict[str, Any]) -> Completion:

@@ -103,7 +103,7 @@ def generate_responses(prompts_path: Path, n: int, temperature: float, max_token
 def export_pairs(db: Path, output: Path) -> None:
     """Write the stored response pairs as JSONL: id, prompt, response_a, response_b, models,
     constraints."""
-    if not db.is_file():
+    if not store.database_exists(db):
         raise UserInputError(f"{db}: no such database")
     pairs = load_pairs(store.open_db(db))
     if not pairs:

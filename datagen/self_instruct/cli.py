@@ -170,7 +170,7 @@ def dedup(input_file: Path, output: Path, field: str, threshold: float,
 @click.option("--run-id", default=None, help="Only this run (default: every run).")
 def export_self_instruct(db: Path, output: Path, run_id: str | None) -> None:
     """Write generated instances as instruction/input/output rows with chat messages."""
-    if not db.exists():
+    if not store.database_exists(db):
         raise UserInputError(f"{db}: no such database")
     database = store.open_db(db)
     count = 0

@@ -8,13 +8,18 @@ generic rows generators save. Callers use the names re-exported here:
 """
 
 from datagen.store import tables
+from datagen.store.copy import copy_database
 from datagen.store.db import (
     Database,
     DBThread,
+    database_exists,
     database_file,
     database_problem,
+    database_target,
+    is_postgres,
     migrate,
     open_db,
+    shown_target,
     table_columns,
     table_names,
     transaction,
@@ -30,9 +35,14 @@ from datagen.store.hosted import (
 from datagen.store.ledger import (
     LEDGER_COLUMNS,
     ledger_add_pending,
+    ledger_claim,
     ledger_finish,
     ledger_lookup,
+    ledger_release,
+    ledger_renew,
     ledger_totals,
+    new_worker_id,
+    worker_gone,
 )
 from datagen.store.rows import (
     count_rows,
@@ -46,11 +56,12 @@ from datagen.store.rows import (
 from datagen.store.runs import finish_run, get_run, start_run
 
 __all__ = [
-    "LEDGER_COLUMNS", "DBThread", "Database", "count_rows", "database_file", "database_problem",
-    "declared_table",
-    "finish_run", "get_run", "hosted_add_job", "hosted_ingest", "hosted_job_requests",
-    "hosted_jobs", "hosted_open_jobs", "hosted_update_job", "ledger_add_pending",
-    "ledger_finish", "ledger_lookup", "ledger_totals", "load_columns", "load_page", "load_rows",
-    "migrate", "open_db", "save_rows", "start_run", "sum_column", "table_columns",
-    "table_names", "tables", "transaction",
+    "DBThread", "Database", "LEDGER_COLUMNS", "copy_database", "count_rows", "database_exists",
+    "database_file", "database_problem", "database_target", "declared_table", "finish_run",
+    "get_run", "hosted_add_job", "hosted_ingest", "hosted_job_requests", "hosted_jobs",
+    "hosted_open_jobs", "hosted_update_job", "is_postgres", "ledger_add_pending", "ledger_claim",
+    "ledger_finish", "ledger_lookup", "ledger_release", "ledger_renew", "ledger_totals",
+    "load_columns", "load_page", "load_rows", "migrate", "new_worker_id", "open_db", "save_rows",
+    "shown_target", "start_run", "sum_column", "table_columns", "table_names", "tables",
+    "transaction", "worker_gone",
 ]

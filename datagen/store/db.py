@@ -1,13 +1,17 @@
 """Opening the project database: connections, write transactions, migrations, a database thread.
 
-One SQLite file holds the request ledger, the runs that made data and the rows generators save.
-The file is opened in WAL mode with a busy timeout, and every write starts with
-``BEGIN IMMEDIATE`` so that several processes can share one database without "database is
-locked" errors. Opening a database applies the named migrations of ``datagen.store.schema`` it
-has not seen, in order, recording each in ``_migrations``; a table that an older release created
-on its first insert is rebuilt with the declared column types, keeping its rows, their rowids
-and any column this release does not know. ``DBThread`` is the one way async code uses the
-database: every call runs on one worker thread with its own connection, in turn.
+A project database is a SQLite file (the default) or a PostgreSQL database named by a
+``postgresql://`` URL (psycopg 3), with the same schema and the same named migrations. A SQLite
+file is opened in WAL mode with a busy timeout, and every write starts with ``BEGIN IMMEDIATE``,
+so several processes share one file without "database is locked" errors; PostgreSQL takes row
+locks per statement and serialises migrations with an advisory lock, so processes on many
+machines share one database. Opening a database applies the migrations of
+``datagen.store.schema`` it has not seen, in order, recording each in ``_migrations``; a SQLite
+table that an older release created on its first insert is rebuilt with the declared column
+types, keeping its rows, their rowids and any column this release does not know. ``DBThread``
+is the one way async code uses the database: every call runs on one worker thread with its own
+connection, in turn. Each thread owns one connection, so no connection pool is kept: a pool
+would only hand the same thread the same connection again.
 """
 
 from __future__ import annotations
@@ -21,85 +25,153 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from datagen.errors import UserInputError
 from datagen.store import tables
-from datagen.store.schema import (
-    MIGRATIONS,
-    Migration,
-    Table,
-    column_sql,
-    create_sql,
-    quote,
-)
+from datagen.store.schema import MIGRATIONS, Migration, Table, add_column_sql, create_sql, quote
 
 BUSY_TIMEOUT_MS = 60_000
 MEMORY = ":memory:"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+BEGIN = {"sqlite": "BEGIN IMMEDIATE", "postgresql": "BEGIN"}
+MIGRATION_LOCK = 7_147_001  # the advisory lock PostgreSQL migrations hold
+
+
+def is_postgres(target: str | Path) -> bool:
+    """Whether a ``--db`` value names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
+
+
+def database_exists(target: str | Path) -> bool:
+    """Whether a database is there to read: a SQLite file that exists, or any PostgreSQL URL
+    (a server that cannot be reached says so when opened)."""
+    return is_postgres(target) or Path(target).is_file()
+
+
+def database_target(text: str, label: str = "--db") -> Path | str:
+    """A ``--db`` value as the store opens it: a ``postgresql://`` URL (a ``str``) or a SQLite
+    file (a ``Path``). A URL may not carry a password: it would show in process lists, job
+    records and logs, so it goes in ``$PGPASSWORD`` or ``~/.pgpass``, as libpq reads them."""
+    if not is_postgres(text):
+        return Path(text).expanduser()
+    try:
+        password = urlsplit(text).password
+    except ValueError:
+        raise UserInputError(f"{label}: not a valid postgresql:// URL") from None
+    if password is not None:
+        raise UserInputError(f"{label}: put the PostgreSQL password in $PGPASSWORD or ~/.pgpass, "
+                             "not in the URL (it would show in process lists and logs)")
+    return text
+
+
+def shown_target(target: str | Path) -> str:
+    """A database target as it may be printed: a URL's password is replaced by ``***``."""
+    if not is_postgres(target):
+        return str(target)
+    parts = urlsplit(str(target))
+    if parts.password is None:
+        return str(target)
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Database:
     """An open project database: a DB-API connection, its SQL dialect and where it lives.
 
-    SQL is written with ``?`` placeholders and double-quoted identifiers. Example:
+    SQL is written with ``?`` placeholders and double-quoted identifiers, which both dialects
+    accept once placeholders are translated. Example:
     ``db = open_db("rlaif.db"); db.execute("SELECT count(*) FROM runs").fetchone()``
     """
 
-    def __init__(self, conn: Any, dialect: str, location: str) -> None:
+    def __init__(self, conn: Any, dialect: str, target: str) -> None:
         self.conn = conn
         self.dialect = dialect
-        self.location = location
+        self._target = target
+        self.location = shown_target(target)
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one statement and return its cursor."""
+        if self.dialect == "postgresql":  # psycopg reads % in SQL only when given parameters
+            return self.conn.execute(self._sql(sql), list(params) or None)
         return self.conn.execute(sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         """Run one statement per parameter row; returns the number of rows changed."""
-        return self.conn.executemany(sql, rows).rowcount
+        cursor = self.conn.cursor()
+        cursor.executemany(self._sql(sql), rows)
+        return cursor.rowcount
 
     @property
     def in_transaction(self) -> bool:
+        if self.dialect == "postgresql":
+            return self.conn.info.transaction_status != 0  # 0 is IDLE
         return self.conn.in_transaction
+
+    def reopen(self) -> Database:
+        """Another connection to the same database (the same one for an in-memory database,
+        which cannot be opened twice)."""
+        return self if self._target == MEMORY else open_db(self._target)
 
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
 
 
-def open_db(path: str | Path) -> Database:
-    """Open (creating if needed) a project database and apply pending migrations."""
+def open_db(target: str | Path) -> Database:
+    """Open (creating if needed) a project database and apply pending migrations: a SQLite
+    file path, ``:memory:``, or a ``postgresql://`` URL."""
+    db = _connect_postgres(str(target)) if is_postgres(target) else _connect_sqlite(target)
+    migrate(db)
+    return db
+
+
+def _connect_sqlite(path: str | Path) -> Database:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
                            isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if str(path) != MEMORY:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    db = Database(conn, "sqlite", str(path))
-    migrate(db)
-    return db
+    return Database(conn, "sqlite", str(path))
+
+
+def _connect_postgres(url: str) -> Database:
+    import psycopg  # only PostgreSQL users pay for the import
+
+    try:
+        conn = psycopg.connect(url, autocommit=True, application_name="rlaif")
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"{shown_target(url)}: cannot open the database: {reason}") from None
+    return Database(conn, "postgresql", url)
 
 
 @contextmanager
 def transaction(db: Database) -> Iterator[None]:
-    """Run the block as one write transaction, taking the write lock up front (a block inside
-    another transaction joins it)."""
+    """Run the block as one write transaction, taking SQLite's write lock up front (a block
+    inside another transaction joins it)."""
     if db.in_transaction:
         yield
         return
-    db.execute("BEGIN IMMEDIATE")
+    db.execute(BEGIN[db.dialect])
     try:
         yield
     except BaseException:
         if db.in_transaction:
-            db.conn.rollback()
+            db.execute("ROLLBACK")
         raise
     else:
         if db.in_transaction:
-            db.conn.commit()
+            db.execute("COMMIT")
 
 
 def database_file(db: Database) -> str | None:
-    """The file behind a database connection, or None for an in-memory database."""
-    return None if db.location == MEMORY else db.location
+    """The file behind a SQLite database, or None (in memory, or PostgreSQL)."""
+    return None if db.location == MEMORY or db.dialect != "sqlite" else db.location
 
 
 # --- migrations ----------------------------------------------------------------------------------
@@ -108,6 +180,8 @@ def database_file(db: Database) -> str | None:
 def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
     """Apply the migrations this database has not seen, in order; returns their names."""
     with transaction(db):
+        if db.dialect == "postgresql":
+            db.execute("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
         db.execute(f"CREATE TABLE IF NOT EXISTS {quote(tables.MIGRATIONS)} "
                    "(name TEXT PRIMARY KEY, applied_at REAL)")
         done = {row[0] for row in db.execute(f"SELECT name FROM {quote(tables.MIGRATIONS)}")}
@@ -119,8 +193,7 @@ def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[
                 _create_or_rebuild(db, table)
             for name, column in migration.adds:
                 if column.name not in table_columns(db, name):
-                    db.execute(f"ALTER TABLE {quote(name)} ADD COLUMN "
-                               f"{column_sql(column, db.dialect, key=False)}")
+                    db.execute(add_column_sql(name, column, db.dialect))
             db.execute(f"INSERT INTO {quote(tables.MIGRATIONS)} VALUES (?, ?)",
                        [migration.name, time.time()])
             applied.append(migration.name)
@@ -129,7 +202,7 @@ def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[
 
 def _create_or_rebuild(db: Database, table: Table) -> None:
     old = table_columns(db, table.name)
-    if not old:
+    if not old or db.dialect != "sqlite":  # only SQLite files have tables made on first insert
         for statement in create_sql(table, db.dialect):
             db.execute(statement)
         return
@@ -157,13 +230,23 @@ def _create_or_rebuild(db: Database, table: Table) -> None:
 
 
 def table_names(db: Database) -> list[str]:
-    """Names of the tables in the database."""
-    return [row[0] for row in db.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")]
+    """Names of the tables in the database, oldest first."""
+    if db.dialect == "postgresql":
+        sql = ("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+               "WHERE c.relkind = 'r' AND n.nspname = current_schema() ORDER BY c.oid")
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid"
+    return [row[0] for row in db.execute(sql)]
 
 
 def table_columns(db: Database, table: str) -> list[str]:
-    """Column names of a table (empty when it does not exist)."""
+    """Column names of a table (empty when it does not exist); PostgreSQL's ``rowid`` column,
+    which only keeps the row order, is left out."""
+    if db.dialect == "postgresql":
+        return [row[0] for row in db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = ? AND column_name <> 'rowid' "
+            "ORDER BY ordinal_position", [table])]
     return [row[1] for row in db.execute(f"PRAGMA table_info({quote(table)})")]
 
 
@@ -221,22 +304,25 @@ class DBThread:
     """A database connection used by async code from one worker thread: every call runs there
     in turn, so writes never interleave inside the process and the event loop never blocks.
 
-    Given a path it opens its own connection on first use; given an open file database it opens
-    a second connection to the same file (so its commits never end the caller's transactions);
-    an in-memory database is shared, as it cannot be opened twice.
+    Given a path or URL it opens its own connection on first use; given an open database it
+    opens a second connection to the same database (so its commits never end the caller's
+    transactions); an in-memory database is shared, as it cannot be opened twice.
     Example: ``rows = await DBThread(path).call(store.load_rows, JOBS)``
     """
 
     def __init__(self, target: str | Path | Database) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
-        shared = isinstance(target, Database) and database_file(target) is None
-        self._db: Database | None = target if shared else None
-        self._location = target.location if isinstance(target, Database) else str(target)
-        self._own = not shared
+        self._target = target
+        self._db: Database | None = None
+
+    def _open(self) -> Database:
+        if isinstance(self._target, Database):
+            return self._target.reopen()
+        return open_db(self._target)
 
     def _run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._db is None:
-            self._db = open_db(self._location)
+            self._db = self._open()
         return fn(self._db, *args, **kwargs)
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -246,11 +332,10 @@ class DBThread:
 
     def close(self) -> None:
         """Close the connection this thread opened (once its queued calls are done)."""
-        if self._own:
-            self._executor.submit(self._close).result()
+        self._executor.submit(self._close).result()
         self._executor.shutdown(wait=True)
 
     def _close(self) -> None:
-        if self._db is not None:
+        if self._db is not None and self._db is not self._target:
             self._db.close()
-            self._db = None
+        self._db = None

@@ -89,6 +89,15 @@ def _exists(db: Database, table: str) -> bool:
     return table in current_tables() or bool(table_columns(db, table))
 
 
+def _select_list(db: Database, table: str) -> str:
+    """Every column but PostgreSQL's ``rowid`` (whose tables are always made from the schema)."""
+    if db.dialect == "sqlite":
+        return "*"
+    declared = current_tables().get(table)
+    columns = declared.column_names() if declared else table_columns(db, table)
+    return ", ".join(quote(c) for c in columns)
+
+
 def load_rows(
     db: Database, table: str, order_by: str | None = None, **equals: Any
 ) -> list[dict[str, Any]]:
@@ -97,8 +106,8 @@ def load_rows(
     if not _exists(db, table):
         return []
     where = f" WHERE {_where(equals)}" if equals else ""
-    cursor = db.execute(f"SELECT * FROM {quote(table)}{where} ORDER BY {order_by or 'rowid'}",
-                        list(equals.values()))
+    cursor = db.execute(f"SELECT {_select_list(db, table)} FROM {quote(table)}{where} "
+                        f"ORDER BY {order_by or 'rowid'}", list(equals.values()))
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
