@@ -20,7 +20,6 @@ def copy(source: str, target: str) -> None:
     Rows are written in their stored order; keys the target already holds are left as they
     are, so running the copy again finishes an interrupted one and adds nothing twice. Both
     databases are first brought to the current schema (an older SQLite file is upgraded).
-    Example: rlaif db copy --from rlaif.db --to postgresql://me@db.example/rlaif
     """
     source, target = (store.database_target(source, "--from"),
                       store.database_target(target, "--to"))
