@@ -10,7 +10,10 @@ file may not be a directory. `rlaif run` is the one exception: a pipeline owns i
 folder and creates the folders its stages write into. ``--db`` defaults to ``rlaif.db`` in
 every command; an existing file must be SQLite, not locked by another process, and not
 migrated by a newer rlaif. A model directory must hold a ``config.json`` (nothing is looked
-up on a model hub).
+up on a model hub). Names: ``--model`` is always a model name sent to an endpoint; a local model
+directory is named by its role, ``--policy`` (a policy trained or evaluated), ``--reward-model``
+or ``--model-dir`` (neither: `train rm`'s starting model, `rlaif serve`). Where ``--model``
+named a directory before, it is still accepted as a hidden old spelling.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def param_label(param: click.Parameter | None) -> str:
         return "value"
     if isinstance(param, click.Argument):
         return param.human_readable_name
+    if isinstance(param, RoleOption):
+        return param.opts[0]
     return "/".join(param.opts)
 
 
@@ -128,6 +133,26 @@ class ModelDir(click.ParamType):
             return text
         check_model_dir(text, param_label(param))
         return text
+
+
+class RoleOption(click.Option):
+    """An option named by its role whose later names are old spellings: accepted, but left out
+    of --help and messages."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        opts, self.opts = self.opts, self.opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
+def model_dir_option(flag: str, dest: str, help: str, model_dir: ModelDir | None = None,
+                     **extra: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A local model directory option named by its role (``--policy``, ``--reward-model``,
+    ``--model-dir``); the old ``--model`` spelling still parses."""
+    return click.option(flag, "--model", dest, cls=RoleOption, type=model_dir or ModelDir(),
+                        help=help, **extra)
 
 
 def db_option(help: str = "Project database (request ledger and stored rows).",

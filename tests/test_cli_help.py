@@ -53,3 +53,18 @@ def test_option_names_mean_the_same_everywhere():
     assert all(isinstance(p.type, click.types.IntParamType)
                for cmd in COMMANDS.values() for p in cmd.params if p.name == "seed"), \
         "--seed is an integer everywhere"
+
+
+def test_model_names_an_endpoint_model_and_local_directories_are_named_by_role():
+    from datagen.cli_checks import ModelDir
+
+    for words, command in COMMANDS.items():
+        ctx = click.Context(command, info_name=words[-1])
+        for param in command.params:
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            shown = record[0] if record else ""
+            if isinstance(param.type, ModelDir):
+                assert shown.split()[0].rstrip(",") in (
+                    "--policy", "--reward-model", "--model-dir", "--reference"), (words, shown)
+            elif "--model " in shown + " ":
+                assert not isinstance(param.type, ModelDir), (words, shown)

@@ -33,7 +33,7 @@ from align.eval.winrate import (
     write_result,
 )
 from datagen import store
-from datagen.cli_checks import ModelDir, db_option, output_option
+from datagen.cli_checks import ModelDir, db_option, model_dir_option, output_option
 from datagen.connect import block_executor_options, client_config, client_options, dump_options
 from datagen.distributed.blocks import block_mapper
 from datagen.errors import UserInputError
@@ -122,8 +122,8 @@ def eval_winrate(policy: str, policy_model: str | None, reference: str,
 
 
 @click.command("rm")
-@click.option("--model", required=True, type=ModelDir(allow_default=False),
-              help="Reward model directory (from `rlaif train rm`).")
+@model_dir_option("--reward-model", "model", "Reward model directory (from `rlaif train rm`).",
+                  ModelDir(allow_default=False), required=True)
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="Preference export: JSONL, or a dataset directory (its 'test' split).")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
@@ -144,9 +144,9 @@ def eval_rm(model: str, data: str, batch_size: int, as_json: bool) -> None:
 @click.option("--prompts", required=True, type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path),
               help="Held-out constrained prompts JSONL (from `rlaif generate constrained -o`).")
-@click.option("--model", "models", multiple=True, required=True, type=ModelDir(),
-              help="A policy: 'default' (the embedded model) or a model directory. Repeat; "
-                   "the first is the baseline.")
+@model_dir_option("--policy", "models", multiple=True, required=True,
+                  help="A policy: 'default' (the embedded model) or a model directory. "
+                       "Repeat; the first is the baseline.")
 @click.option("--temperature", default=0.7, show_default=True, type=click.FloatRange(0, 2),
               help="Sampling temperature (0: greedy), the same for every policy.")
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(1),

@@ -16,7 +16,7 @@ import click
 
 from align.rl.rewards import parse_reward
 from align.rl.watch import Thresholds
-from datagen.cli_checks import ModelDir, db_option, output_option
+from datagen.cli_checks import db_option, model_dir_option, output_option
 
 
 def online_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,8 +25,9 @@ def online_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--prompts", required=True, type=click.Path(exists=True, dir_okay=False),
                      help="Prompts JSONL: `rlaif export prompts` / `generate constrained` "
                           "output, or IFEval-form rows (instruction_id_list, kwargs)."),
-        click.option("--model", default="default", show_default=True, type=ModelDir(),
-                     help="'default' (the embedded model) or a local model directory."),
+        model_dir_option("--policy", "model", "The policy to start from: 'default' (the "
+                         "embedded model) or a model directory.", default="default",
+                         show_default=True),
         output_option("Directory for checkpoints, the model, metrics.jsonl, rl_run.json. "
                       "One holding checkpoints is resumed.", directory=True, path_type=str),
         click.option("--reward", "rewards", multiple=True,

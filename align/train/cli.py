@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from datagen.cli_checks import ModelDir, output_option
+from datagen.cli_checks import model_dir_option, output_option
 
 
 def train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -21,8 +21,6 @@ def train_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--data", required=True, type=click.Path(exists=True),
                      help="Export (JSONL or dataset directory; its 'train' split)."),
-        click.option("--model", default="default", show_default=True, type=ModelDir(),
-                     help="'default' (the embedded model) or a local model directory."),
         output_option("Directory for the model, tokenizer, metrics.jsonl (and curves.png).",
                       directory=True, path_type=str),
         click.option("--max-steps", type=int, default=None, help="max_steps"),
@@ -55,8 +53,12 @@ def run(kind: str, data: str, model: str, output: str, max_steps: int | None,
         )
 
 
+POLICY_HELP = "The policy to start from: 'default' (the embedded model) or a model directory."
+
+
 @click.command("sft")
 @train_options
+@model_dir_option("--policy", "model", POLICY_HELP, default="default", show_default=True)
 def train_sft(**options: Any) -> None:
     """Supervised fine-tuning on `messages` rows (TRL SFTTrainer)."""
     run("sft", **options)
@@ -64,6 +66,8 @@ def train_sft(**options: Any) -> None:
 
 @click.command("rm")
 @train_options
+@model_dir_option("--model-dir", "model", "The model the reward model starts from: 'default' (the "
+                  "embedded model) or a model directory.", default="default", show_default=True)
 @click.option("--center-rewards", type=float, default=None,
               help="center_rewards_coefficient (e.g. 0.01).")
 def train_rm(center_rewards: float | None, **options: Any) -> None:
@@ -78,6 +82,7 @@ def _loss_types(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 
 @click.command("dpo")
 @train_options
+@model_dir_option("--policy", "model", POLICY_HELP, default="default", show_default=True)
 @click.option("--beta", type=float, default=None, help="beta (KL strength).")
 @click.option("--loss-type", multiple=True, callback=_loss_types,
               help="TRL DPO loss type(s), repeatable or comma-separated, e.g. sigmoid,sft.")

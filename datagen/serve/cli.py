@@ -15,6 +15,7 @@ import os
 
 import click
 
+from datagen.cli_checks import model_dir_option
 from datagen.errors import UserInputError
 from datagen.serve.admission import Limits
 from datagen.serve.autostart import remove_record, write_record
@@ -22,9 +23,9 @@ from datagen.serve.default_model import DEFAULT_BACKEND, resolve_model, served_m
 
 
 @click.command()
-@click.option("--model", "model_spec", default="default", show_default=True,
-              help="'default' (the embedded SmolLM2-135M-Instruct) or a local Hugging Face "
-                   "causal-LM directory.")
+@model_dir_option("--model-dir", "model_spec", default="default", show_default=True,
+                  help="'default' (the embedded SmolLM2-135M-Instruct) or a local Hugging "
+                       "Face causal-LM directory.")
 @click.option("--backend", type=click.Choice(["ctranslate2", "transformers"]),
               default=DEFAULT_BACKEND, show_default=True,
               help="ctranslate2: an int8 copy, about 3x faster on CPU (converted once into the "
