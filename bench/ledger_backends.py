@@ -8,7 +8,7 @@ and its cost per request is printed. PostgreSQL is a throw-away local cluster
 (``tests/postgres.py``: fsync off, as a test server; a networked server adds its round trips).
 
     apt-get install nginx libnginx-mod-http-echo postgresql-15    # once
-    .venv/bin/python bench/ledger_backends.py [--requests 5000]
+    .venv/bin/python bench/ledger_backends.py [--requests 5000] [--backends sqlite]
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def timed_run(base_url: str, target: str, src: Path) -> tuple[float, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"],
+                        choices=["sqlite", "postgresql"])
     args = parser.parse_args()
     n = args.requests
     with tempfile.TemporaryDirectory() as tmp, Cluster() as cluster:
@@ -76,7 +78,8 @@ def main() -> None:
                   f"concurrency {CONCURRENCY} (limit {limit:.0f} req/s)")
             print(f"{'backend':>10} {'send req/s':>11} {'of limit':>9} {'rerun s':>8} "
                   f"{'rerun ms/req':>13}")
-            for name, target in targets.items():
+            for name in args.backends:
+                target = targets[name]
                 first, sent, _ = timed_run(base_url, target, src)
                 rerun, resent, answered = timed_run(base_url, target, src)
                 assert sent == n and resent == 0 and answered == n
