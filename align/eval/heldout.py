@@ -64,7 +64,7 @@ def sample_policy(model: str, prompts: list[Any], *, temperature: float, max_new
                               concurrency=concurrency)
         runs = answer(config, db, items, [Sampling(temperature=temperature,
                                                    max_tokens=max_new_tokens, seed=seed + k)
-                                          for k in range(samples)])
+                                          for k in range(samples)], progress="auto")
     failed = sum(r.status != "ok" for run in runs for r in run)
     texts = [[run[i].text if run[i].status == "ok" else "" for run in runs]
              for i in range(len(items))]
