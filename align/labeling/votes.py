@@ -6,8 +6,9 @@ threshold (after a few gold answers) is flagged: their votes stop counting towar
 agreement (``align.labeling.agreement``). A complete consensus of "a", "b" or "tie" becomes the
 pair's ``human`` label, in ``label_consensus`` and, when the pair came from the ``pairs`` table, on
 that row too, so ``rlaif label`` and ``rlaif judge-report`` pick it up. ``LabelBoard`` keeps the
-queue and votes in memory for fast assignment; it is the only writer of votes and re-reads the
-items whenever another process (``rlaif label-queue``) has added some.
+queue and votes in memory for fast assignment, and re-reads the items whenever another process
+(``rlaif label-queue``) has added some, and the votes whenever another service process on the
+same database has stored one (the vote count or the latest vote time differ from its own).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class LabelBoard:
         self._needs: dict[str, int] = {}  # ordinary item id -> counted votes still needed
         self._buckets: dict[int, dict[str, None]] = {}  # votes still needed -> item ids
         self._vote_count = 0
+        self._last_vote = None  # the newest created_at among the votes held in memory
         self._complete = 0
         self._item_count = -1
         self.sync()
@@ -86,12 +88,16 @@ class LabelBoard:
     # loading
 
     def sync(self) -> None:
-        """Re-read the items when another process has added some, and the settings when
-        they changed (`rlaif label-queue` may do either while the service runs)."""
+        """Re-read the items when another process has added some, the settings when they
+        changed (`rlaif label-queue` may do either while the service runs), and the votes when
+        another service process stored some."""
         count = store.count_rows(self.db, LABEL_ITEMS)
         settings = load_settings(self.db)
         if count == self._item_count:
-            if settings != self.settings:
+            if self._votes_elsewhere():
+                self.settings = settings
+                self._load_votes()
+            elif settings != self.settings:
                 self.settings = settings
                 self._recount()
             return
@@ -103,8 +109,14 @@ class LabelBoard:
         self._item_count = count
         self._load_votes()
 
+    def _votes_elsewhere(self) -> bool:
+        """Whether the stored votes are not the ones held here (another process voted)."""
+        return (store.count_rows(self.db, LABEL_VOTES) != self._vote_count
+                or store.max_column(self.db, LABEL_VOTES, "created_at") != self._last_vote)
+
     def _load_votes(self) -> None:
         self.votes = {}
+        self._last_vote = store.max_column(self.db, LABEL_VOTES, "created_at")
         for row in store.load_rows(self.db, LABEL_VOTES):
             ranking = json.loads(row["ranking"]) if row.get("ranking") else None
             vote = Vote(item_id=row["item_id"], annotator=row["annotator"], choice=row["choice"],
@@ -209,6 +221,7 @@ class LabelBoard:
                "note": vote.note, "gold": item.gold is not None,
                "created_at": vote.created_at}
         store.save_rows(self.db, LABEL_VOTES, [row], pk="id", replace=True)
+        self._last_vote = max(self._last_vote or 0.0, vote.created_at)
         votes = self.votes.setdefault(vote.item_id, {})
         old = votes.get(vote.annotator)
         votes[vote.annotator] = vote

@@ -27,13 +27,15 @@ from align.service.files_api import file_routes
 from align.service.jobs_api import job_routes
 from align.service.labels_api import label_routes
 from align.service.users_api import user_routes
+from datagen import store
 
 
 def create_app(db_path: str | Path, settings: Settings, env: dict[str, str] | None = None,
                endpoints: dict[str, Endpoint] | None = None) -> Any:
     """The service as an ASGI app (FastAPI inside the gate)."""
     env = dict(os.environ if env is None else env)
-    service = Service(Path(db_path).resolve(), settings, env,
+    target = db_path if store.is_postgres(db_path) else Path(db_path).resolve()
+    service = Service(target, settings, env,
                       endpoints if endpoints is not None else endpoint_table([], env))
 
     @asynccontextmanager

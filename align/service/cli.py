@@ -59,7 +59,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @click.option("--port", default=8470, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0: any free port, printed on start).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Uploads and job workspaces.  [default: DB.data next to the db]")
+              help="Uploads and job workspaces, shared by every service process on the db "
+                   "(a shared filesystem across machines).  [default: DB.data next to a "
+                   "SQLite db]")
 @click.option("--endpoint", "endpoints", multiple=True, metavar="NAME=URL[,key_env=VAR]"
               "[,models=a|b]",
               help="A model endpoint jobs may use by name (repeatable); its key is read from "
@@ -83,7 +85,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
               type=click.FloatRange(min=0, min_open=True),
               help="Time a request's headers may take to arrive; slower connections close.")
 @click.pass_context
-def service(ctx: click.Context, db: Path, host: str, port: int, data_dir: Path | None,
+def service(ctx: click.Context, db: Path | str, host: str, port: int, data_dir: Path | None,
             endpoints: tuple[str, ...], allowed_hosts: tuple[str, ...], workers: int,
             max_upload_mb: float, user_quota_mb: float, user_jobs: int,
             job_memory_mb: int | None, job_timeout_s: float | None,
@@ -109,6 +111,9 @@ def service(ctx: click.Context, db: Path, host: str, port: int, data_dir: Path |
         if endpoint.key_env:
             os.environ.pop(endpoint.key_env, None)
             env.pop(endpoint.key_env, None)
+    if data_dir is None and store.is_postgres(db):
+        raise UserInputError("--data-dir: needed with a postgresql:// --db (every service "
+                             "process on the database must use the same folder)")
     store.open_db(db).close()
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
@@ -122,8 +127,9 @@ def service(ctx: click.Context, db: Path, host: str, port: int, data_dir: Path |
         job_memory_bytes=job_memory_mb * 2**20 if job_memory_mb else None,
         job_seconds=job_timeout_s)
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    click.echo(f"service: http://{shown}:{bound_port} (db {db}, {workers} workers, endpoints "
-               f"{', '.join(sorted(table))}; every request needs a token)", err=True)
+    click.echo(f"service: http://{shown}:{bound_port} (db {store.shown_target(db)}, "
+               f"{workers} workers, endpoints {', '.join(sorted(table))}; every request "
+               "needs a token)", err=True)
     sys.stderr.flush()
     app = create_app(db, settings, env=env, endpoints=table)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
@@ -190,7 +196,7 @@ def token_list(db: Path) -> None:
               help="The most recent this many requests.")
 def audit(db: Path, limit: int) -> None:
     """Who changed what through the service, and with what outcome (newest last)."""
-    if not db.is_file():
+    if not store.database_exists(db):
         raise UserInputError(f"{db}: no such database")
     rows = store.load_page(store.open_db(db), store.tables.SERVICE_AUDIT, "at DESC, rowid DESC",
                            limit)
@@ -274,7 +280,7 @@ def label_export(db: Path, output: Path, complete_only: bool) -> None:
     reads it)."""
     from align.labeling.votes import LabelBoard
 
-    if not db.is_file():
+    if not store.database_exists(db):
         raise UserInputError(f"{db}: no such database")
     board = LabelBoard(store.open_db(db))
     board.refresh()

@@ -63,7 +63,7 @@ class Service:
     settings; token checks run on a second connection of their own (SQLite readers do not
     wait for the writer), so authentication does not queue behind votes and jobs."""
 
-    def __init__(self, db_path: Path, settings: Settings, env: dict[str, str],
+    def __init__(self, db_path: Path | str, settings: Settings, env: dict[str, str],
                  endpoints: dict[str, Endpoint]) -> None:
         self.db = store.DBThread(db_path)
         self.auth_db = store.DBThread(db_path)  # token checks read beside the writer

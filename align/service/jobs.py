@@ -3,8 +3,12 @@
 A job's argv is built and checked against the CLI by ``align.service.workspace``. A job runs as
 ``python -m align.cli COMMAND ARGV --db DB`` on the service's database, so it shares the request
 ledger with every CLI run: what one of them paid for, the other reads back. Jobs are rows of the
-``jobs`` table; a service killed at any moment and started again puts unfinished jobs back in
-its queue, and their second run answers from the ledger whatever the first one finished. A job
+``jobs`` table, and the runner takes them from the table, not from memory: several service
+processes (on several machines, on one PostgreSQL database) share the queue, each taking a job
+under a lease it renews while the job runs (``datagen.store.queue``). A service killed at any
+moment leaves its jobs to whichever process claims them next (at once on the same machine,
+once the lease expires on another), and their second run answers from the ledger whatever the
+first one finished. A job
 process dies with the service (``PR_SET_PDEATHSIG`` on Linux), so a killed service leaves no job
 running behind. A job runs in its own workspace with an environment built from an allow-list
 plus its endpoint's URL and key (``align.service.endpoints``), under a memory limit
@@ -15,6 +19,7 @@ message saying so and the service carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -35,6 +40,9 @@ from datagen.processes import die_with_parent
 from datagen.store.tables import JOBS
 
 KILL_GRACE_S = 5.0
+LEASE_S = 15.0  # a dead service process's jobs are taken over this long after its last renewal
+RENEW_S = 1.0  # how often leases are renewed (and cancellations asked elsewhere noticed)
+POLL_S = 0.5  # how often an idle worker looks for jobs submitted to another process
 
 
 # --- the jobs table ----------------------------------------------------------------------------
@@ -66,11 +74,6 @@ def waiting_jobs(db: Any, owner: str) -> int:
     return sum(store.count_rows(db, JOBS, owner=owner, status=s) for s in ("queued", "running"))
 
 
-def unfinished_jobs(db: Any) -> list[dict[str, Any]]:
-    """Jobs queued or left running (by a service that stopped), oldest first."""
-    return [j for j in list_jobs(db) if j["status"] not in TERMINAL]
-
-
 # --- running --------------------------------------------------------------------------------------
 
 
@@ -97,7 +100,7 @@ def limited_preexec(memory_bytes: int | None) -> Callable[[], None]:
 class JobRunner:
     """Runs queued jobs in K workers, one CLI process each."""
 
-    def __init__(self, db: store.DBThread, db_path: Path, data_dir: Path, workers: int,
+    def __init__(self, db: store.DBThread, db_path: Path | str, data_dir: Path, workers: int,
                  env: dict[str, str], endpoints: dict[str, Endpoint],
                  limits: JobLimits | None = None) -> None:
         self.db = db
@@ -107,28 +110,28 @@ class JobRunner:
         self.env = env
         self.endpoints = endpoints
         self.limits = limits or JobLimits()
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.worker = store.new_worker_id()
+        self._wake = asyncio.Event()
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self._keys: dict[str, list[str]] = {}
         self._tasks: list[asyncio.Task] = []
         self._preexec = limited_preexec(self.limits.memory_bytes)
 
     async def start(self) -> None:
-        """Requeue unfinished jobs (oldest first) and start the workers."""
-        for job in await self.db.call(unfinished_jobs):
-            self.queue.put_nowait(job["id"])
+        """Start the workers (they take unfinished jobs oldest first, this process's and any
+        other's) and the lease renewal."""
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
+        if self.workers:
+            self._tasks.append(asyncio.create_task(self._keep_leases()))
 
     async def stop(self) -> None:
-        """Stop the workers; running jobs are ended and left queued for the next start."""
+        """Stop the workers; running jobs are ended and given back, queued for any process."""
         for task in self._tasks:
             task.cancel()
-        for job_id, proc in list(self.procs.items()):
+        for proc in list(self.procs.values()):
             await self._end_process(proc)
-            job = await self.db.call(get_job, job_id)
-            if job and job["status"] == "running":
-                await self.db.call(put_job, job | {"status": "queued", "pid": None})
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.db.call(store.job_release, self.worker)
 
     def endpoint(self, name: str, options: dict[str, Any]) -> Endpoint:
         """The named endpoint a job asks for, checking the model against its list."""
@@ -171,23 +174,15 @@ class JobRunner:
                "started_at": None, "finished_at": None, "ledger_start": None,
                "ledger_end": None, "owner": owner, "endpoint": endpoint}
         await self.db.call(put_job, row)
-        self.queue.put_nowait(job_id)
+        self._wake.set()
         return row
 
     async def cancel(self, job_id: str) -> dict[str, Any] | None:
-        """Cancel a queued or running job; None when there is no such job."""
-        job = await self.db.call(get_job, job_id)
-        if job is None or job["status"] in TERMINAL:
-            return job
-        if job["status"] == "queued":
-            job = job | {"status": "cancelled", "cancel_requested": True,
-                         "finished_at": time.time()}
-            await self.db.call(put_job, job)
-            return job
-        job = job | {"cancel_requested": True}
-        await self.db.call(put_job, job)
+        """Cancel a queued or running job; None when there is no such job. A job running in
+        another service process is stopped by that process within RENEW_S."""
+        job = await self.db.call(store.job_cancel, job_id)
         proc = self.procs.get(job_id)
-        if proc is not None:
+        if job is not None and proc is not None:
             asyncio.create_task(self._end_process(proc))
         return job
 
@@ -207,31 +202,54 @@ class JobRunner:
             except TimeoutError:
                 continue
 
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_S)
+            for job_id in await self.db.call(store.job_renew, self.worker, LEASE_S):
+                proc = self.procs.get(job_id)
+                if proc is not None:
+                    asyncio.create_task(self._end_process(proc))
+
+    async def _next_job(self) -> dict[str, Any]:
+        """The next job this process takes (waiting for a submission or a poll)."""
+        while True:
+            job = await self.db.call(store.job_claim, self.worker, LEASE_S)
+            if job is not None:
+                return job
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_S)
+
+    async def _finish(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Record how a job this process holds ended, and give up its lease."""
+        await self.db.call(store.job_update, job_id, fields | {
+            "finished_at": time.time(), "pid": None, "worker_id": None, "lease_until": None},
+            self.worker)
+
     async def _work(self) -> None:
         while True:
-            job_id = await self.queue.get()
-            job = await self.db.call(get_job, job_id)
-            if job is None or job["status"] in TERMINAL or job["cancel_requested"]:
-                if job is not None and job["status"] not in TERMINAL:
-                    await self.db.call(put_job, job | {"status": "cancelled",
-                                                       "finished_at": time.time()})
+            job = await self._next_job()
+            if job["cancel_requested"]:
+                await self._finish(job["id"], {"status": "cancelled"})
                 continue
             try:
                 await self._run(job)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a job the service cannot even start is a failed job
-                await self.db.call(put_job, job | {
-                    "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                    "finished_at": time.time()})
+                await self._finish(job["id"], {"status": "failed",
+                                               "error": f"{type(exc).__name__}: {exc}"})
 
     async def _run(self, job: dict[str, Any]) -> None:
         job_dir = Path(job["job_dir"])
         job_dir.mkdir(parents=True, exist_ok=True)
         argv = [*json.loads(job["command"]), *json.loads(job["argv"])]
         start = job["ledger_start"] or json.dumps(await self.db.call(store.ledger_totals))
-        job = job | {"status": "running", "runs": job["runs"] + 1, "ledger_start": start,
-                     "started_at": job["started_at"] or time.time()}
+        running = {"status": "running", "runs": job["runs"] + 1, "ledger_start": start,
+                   "started_at": job["started_at"] or time.time()}
+        if not await self.db.call(store.job_update, job["id"], running, self.worker):
+            return  # another process took the job over meanwhile
+        job = job | running
         endpoint = self.endpoints.get(job.get("endpoint") or "default")
         if endpoint is None:
             raise LookupError(f"endpoint {job.get('endpoint')!r} is no longer configured")
@@ -244,7 +262,7 @@ class JobRunner:
                 cwd=job_dir, start_new_session=True, preexec_fn=self._preexec)
         self.procs[job["id"]] = proc
         try:
-            await self.db.call(put_job, job | {"pid": proc.pid})
+            await self.db.call(store.job_update, job["id"], {"pid": proc.pid}, self.worker)
             code, error = await self._wait(proc, job_dir / "log.txt")
         finally:
             self.procs.pop(job["id"], None)
@@ -252,9 +270,8 @@ class JobRunner:
         status = ("cancelled" if latest["cancel_requested"]
                   else "succeeded" if code == 0 else "failed")
         end = json.dumps(await self.db.call(store.ledger_totals))
-        await self.db.call(put_job, latest | {
-            "status": status, "exit_code": code, "pid": None, "finished_at": time.time(),
-            "error": error, "ledger_end": end})
+        await self._finish(job["id"], {"status": status, "exit_code": code, "error": error,
+                                       "ledger_end": end})
 
     async def _wait(self, proc: asyncio.subprocess.Process, log: Path) -> tuple[int, str | None]:
         """The job's exit status and error, ending it when it runs past its time limit."""

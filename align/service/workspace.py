@@ -153,7 +153,7 @@ class Workspace:
         return target
 
 
-def build_argv(kind: str, options: dict[str, Any], job_dir: Path, db_path: Path,
+def build_argv(kind: str, options: dict[str, Any], job_dir: Path, db_path: Path | str,
                files: dict[str, Path] | None = None) -> tuple[list[str], Path | None]:
     """The CLI argv of a job (after the command's path) and its output file, if any.
 

@@ -134,6 +134,13 @@ def sum_column(db: Database, table: str, column: str, **equals: Any) -> float:
                       list(equals.values())).fetchone()[0]
 
 
+def max_column(db: Database, table: str, column: str) -> Any:
+    """The largest value of a column (None for an empty or missing table)."""
+    if not _exists(db, table):
+        return None
+    return db.execute(f"SELECT MAX({quote(column)}) FROM {quote(table)}").fetchone()[0]
+
+
 def count_rows(db: Database, table: str, **equals: Any) -> int:
     """Number of rows of ``table`` matching the given column values."""
     if not _exists(db, table):

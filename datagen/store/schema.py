@@ -191,6 +191,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     # a request is sent by the worker holding its lease; a dead worker's lease expires
     Migration("0013_request_leases", adds=((t.REQUESTS, Column("worker_id", str)),
                                            (t.REQUESTS, Column("lease_until", float)))),
+    # a service job is run by the service process holding its lease (datagen.store.queue)
+    Migration("0014_job_leases", adds=((t.JOBS, Column("worker_id", str)),
+                                       (t.JOBS, Column("lease_until", float)))),
 )
 
 
