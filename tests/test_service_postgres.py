@@ -10,8 +10,10 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -179,3 +181,45 @@ def test_votes_cast_through_two_services_land_in_one_queue(postgres, tmp_path):
         with second.client("op") as op2:
             stats = op2.get("/label/api/stats").json()
             assert {a["name"]: a["votes"] for a in stats["annotators"]} == {"ann1": 3, "ann2": 3}
+
+
+def _queued(db, count: int) -> None:
+    store.save_rows(db, JOBS, [{"id": f"job-{i}", "kind": "batch", "status": "queued",
+                                "runs": 0, "cancel_requested": False, "created_at": float(i)}
+                               for i in range(count)], pk="id")
+
+
+def test_job_leases_expire_and_are_taken_over(db_target):
+    db = store.open_db(db_target)
+    _queued(db, 1)
+    job = store.job_claim(db, "host-a/1/x", 0.3)
+    assert job["id"] == "job-0" and job["worker_id"] == "host-a/1/x"
+    assert store.job_claim(db, "host-b/2/y", 0.3) is None  # held by a live lease
+    assert store.job_renew(db, "host-a/1/x", 0.3) == []
+    time.sleep(0.35)
+    assert store.job_claim(db, "host-b/2/y", 30)["id"] == "job-0"  # expired: taken over
+    assert not store.job_update(db, "job-0", {"status": "succeeded"}, "host-a/1/x")
+    assert store.job_cancel(db, "job-0")["status"] == "queued"  # held: marked, not ended
+    assert store.job_renew(db, "host-b/2/y", 30) == ["job-0"]  # the holder learns of it
+    assert store.job_update(db, "job-0", {"status": "cancelled"}, "host-b/2/y")
+    assert store.job_claim(db, "host-a/1/x", 30) is None  # finished jobs are never claimed
+    db.close()
+
+
+def test_concurrent_claims_on_postgres_take_distinct_jobs(postgres):
+    url = postgres.new_database()
+    db = store.open_db(url)
+    _queued(db, 12)
+    with ThreadPoolExecutor(4) as pool:
+        def claim_all(worker: str) -> list[str]:
+            own = store.open_db(url)
+            taken = []
+            while (job := store.job_claim(own, worker, 30)) is not None:
+                taken.append(job["id"])
+            own.close()
+            return taken
+        taken = list(pool.map(claim_all, [f"h/{i}/w" for i in range(4)]))
+    flat = [job_id for part in taken for job_id in part]
+    assert sorted(flat) == sorted(f"job-{i}" for i in range(12))  # each exactly once
+    assert store.job_release(db, "h/0/w") == len(taken[0])
+    db.close()
