@@ -35,9 +35,11 @@ def test_public_surface_is_pinned():
         "DBThread", "Database", "LEDGER_COLUMNS", "copy_database", "count_rows", "database_exists",
         "database_file", "database_problem", "database_target", "declared_table", "finish_run",
         "get_run", "hosted_add_job", "hosted_ingest", "hosted_job_requests", "hosted_jobs",
-        "hosted_open_jobs", "hosted_update_job", "is_postgres", "ledger_add_pending",
+        "hosted_open_jobs", "hosted_update_job", "is_postgres", "job_cancel", "job_claim",
+        "job_release", "job_renew", "job_update", "ledger_add_pending",
         "ledger_claim", "ledger_finish", "ledger_lookup", "ledger_release", "ledger_renew",
-        "ledger_totals", "load_columns", "load_page", "load_rows", "migrate", "new_worker_id",
+        "ledger_totals", "load_columns", "load_page", "load_rows", "max_column", "migrate",
+        "new_worker_id",
         "open_db", "save_rows", "shown_target", "start_run", "sum_column", "table_columns",
         "table_names", "tables", "transaction", "worker_gone"])
     assert all(hasattr(datagen.store, name) for name in datagen.store.__all__)
