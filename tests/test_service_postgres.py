@@ -195,12 +195,14 @@ def test_job_leases_expire_and_are_taken_over(db_target):
     job = store.job_claim(db, "host-a/1/x", 0.3)
     assert job["id"] == "job-0" and job["worker_id"] == "host-a/1/x"
     assert store.job_claim(db, "host-b/2/y", 0.3) is None  # held by a live lease
-    assert store.job_renew(db, "host-a/1/x", 0.3) == []
+    assert store.job_renew(db, "host-a/1/x", 0.3) == {"job-0": False}
+    assert store.job_claim(db, "host-a/1/x", 0.3) is None  # nor by its own holder
     time.sleep(0.35)
     assert store.job_claim(db, "host-b/2/y", 30)["id"] == "job-0"  # expired: taken over
     assert not store.job_update(db, "job-0", {"status": "succeeded"}, "host-a/1/x")
     assert store.job_cancel(db, "job-0")["status"] == "queued"  # held: marked, not ended
-    assert store.job_renew(db, "host-b/2/y", 30) == ["job-0"]  # the holder learns of it
+    assert store.job_renew(db, "host-b/2/y", 30) == {"job-0": True}  # the holder learns of it
+    assert store.job_renew(db, "host-a/1/x", 30) == {}  # the old holder learns it lost it
     assert store.job_update(db, "job-0", {"status": "cancelled"}, "host-b/2/y")
     assert store.job_claim(db, "host-a/1/x", 30) is None  # finished jobs are never claimed
     db.close()

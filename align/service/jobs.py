@@ -205,9 +205,9 @@ class JobRunner:
     async def _keep_leases(self) -> None:
         while True:
             await asyncio.sleep(RENEW_S)
-            for job_id in await self.db.call(store.job_renew, self.worker, LEASE_S):
-                proc = self.procs.get(job_id)
-                if proc is not None:
+            held = await self.db.call(store.job_renew, self.worker, LEASE_S)
+            for job_id, proc in list(self.procs.items()):  # cancelled, or taken over
+                if held.get(job_id, True):
                     asyncio.create_task(self._end_process(proc))
 
     async def _next_job(self) -> dict[str, Any]:

@@ -6,7 +6,8 @@ expired, or whose holder is a process of this machine that has exited. On Postgr
 candidates are read ``FOR UPDATE SKIP LOCKED``, so two processes claiming at once never take the
 same job and never wait for each other; on SQLite the write transaction (``BEGIN IMMEDIATE``)
 serialises claims. The holder renews its leases while its jobs run (``job_renew``, which also
-tells it which of them someone asked to cancel), writes a job's progress only while it holds
+tells it which of them someone asked to cancel, and which it lost to another worker after a
+stall longer than the lease), writes a job's progress only while it holds
 the job (``job_update``), and gives its jobs back when it stops (``job_release``). A process
 that dies stops renewing: its jobs are taken over once their leases expire, and the job's
 requests are not paid twice because the request ledger has leases of its own.
@@ -38,30 +39,31 @@ def _for_update(db: Database) -> str:
 
 def job_claim(db: Database, worker: str, lease_s: float) -> dict[str, Any] | None:
     """Take the oldest unfinished job that is free (no live lease) for ``worker``, with a lease
-    of ``lease_s`` seconds; returns the job row, or None when there is none to take."""
+    of ``lease_s`` seconds; returns the job row, or None when there is none to take. A worker
+    never takes back a job it holds (one of its own tasks runs it)."""
     now = time.time()
     with transaction(db):
         rows = db.execute(
             f"SELECT id, worker_id, lease_until FROM {quote(JOBS)} WHERE {UNFINISHED} "
             f"ORDER BY created_at, rowid LIMIT {CLAIM_WINDOW}{_for_update(db)}").fetchall()
         for job_id, holder, lease in rows:
-            if lease is None or lease < now or worker_gone(holder):
+            if holder != worker and (lease is None or lease < now or worker_gone(holder)):
                 db.execute(f"UPDATE {quote(JOBS)} SET worker_id = ?, lease_until = ? "
                            "WHERE id = ?", [worker, now + lease_s, job_id])
                 return _job(db, job_id)
     return None
 
 
-def job_renew(db: Database, worker: str, lease_s: float) -> list[str]:
-    """Extend the leases of the jobs ``worker`` holds; returns the ids of those among them
-    that someone asked to cancel."""
+def job_renew(db: Database, worker: str, lease_s: float) -> dict[str, bool]:
+    """Extend the leases of the jobs ``worker`` holds; returns each held job's id and whether
+    someone asked to cancel it (a job missing here was taken over by another worker)."""
     with transaction(db):
         db.execute(f"UPDATE {quote(JOBS)} SET lease_until = ? WHERE worker_id = ? "
                    f"AND lease_until IS NOT NULL AND {UNFINISHED}",
                    [time.time() + lease_s, worker])
-        return [row[0] for row in db.execute(
-            f"SELECT id FROM {quote(JOBS)} WHERE worker_id = ? AND lease_until IS NOT NULL "
-            f"AND cancel_requested = 1 AND {UNFINISHED}", [worker])]
+        return {row[0]: bool(row[1]) for row in db.execute(
+            f"SELECT id, cancel_requested FROM {quote(JOBS)} WHERE worker_id = ? "
+            f"AND lease_until IS NOT NULL AND {UNFINISHED}", [worker])}
 
 
 def job_update(db: Database, job_id: str, fields: dict[str, Any],
