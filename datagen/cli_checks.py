@@ -99,12 +99,18 @@ class DatabasePath(click.Path):
     """The project database: absent (it will be created) or a usable rlaif SQLite file, or a
     ``postgresql://`` URL (a ``str``; without a password)."""
 
-    def __init__(self) -> None:
+    def __init__(self, postgres: bool = False) -> None:
         super().__init__(dir_okay=False, path_type=Path)
+        self.postgres = postgres
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> Any:
         if store.is_postgres(value):  # a server: what is wrong shows when it is opened
+            if not self.postgres:
+                raise UserInputError(
+                    f"{param_label(param)}: this command keeps its data in a SQLite file; a "
+                    "postgresql:// database serves `rlaif batch`, the generators, `rlaif label` "
+                    "and `rlaif db copy`")
             return store.database_target(value, param_label(param))
         path = Path(os.fsdecode(value)).expanduser()
         problem = store.database_problem(path, LOCK_WAIT_S)
@@ -156,10 +162,14 @@ def model_dir_option(flag: str, dest: str, help: str, model_dir: ModelDir | None
 
 
 def db_option(help: str = "Project database (request ledger and stored rows).",
+              postgres: bool = False,
               **extra: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--db``, the same default and checks in every command."""
-    return click.option("--db", default=DEFAULT_DB, show_default=True, type=DatabasePath(),
-                        help=help, **extra)
+    """``--db``, the same default and checks in every command (``postgres``: a
+    ``postgresql://`` URL is taken too, for commands that only open the database)."""
+    if postgres:
+        help += " A SQLite file or a postgresql:// URL."
+    return click.option("--db", default=DEFAULT_DB, show_default=True,
+                        type=DatabasePath(postgres), help=help, **extra)
 
 
 def output_option(help: str, *, required: bool = True, directory: bool = False,

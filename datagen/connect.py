@@ -139,7 +139,7 @@ def open_client(config: ClientConfig, database: Any, options: dict[str, Any]) ->
     from datagen import store
     from datagen.distributed.executor import RayClient
 
-    return RayClient(config, store.database_file(database) if database is not None else None,
+    return RayClient(config, store.shared_target(database) if database is not None else None,
                      address=options.get("ray_address"),
                      api_key_env=options.get("api_key_env") or KEY_ENV,
                      endpoint_per_node=options.get("endpoint_per_node"))
@@ -235,7 +235,7 @@ def ledger_answers_all(db_path: Path, keys: list[str]) -> bool:
     """Whether every one of these requests completed before in the ledger at ``db_path``."""
     from datagen import store
 
-    if not keys or not db_path.is_file():
+    if not keys or not store.database_exists(db_path):
         return False
     rows = store.ledger_lookup(store.open_db(db_path), set(keys))
     return len(rows) == len(set(keys)) and all(r["status"] == "ok" for r in rows.values())

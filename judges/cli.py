@@ -65,7 +65,7 @@ def label(input_path: Path | None, output: Path, on_bad_row: str, **kwargs: Any)
     labels, failed, stats = run_judges(rows, specs, rubrics, settings, options, db)
     meta = provenance(specs, rubrics, settings)
     write_jsonl(output, [row | {"judge": meta} for row in labels])
-    if db.is_file():
+    if store.database_exists(db):
         record_label_file(db, output, meta, {"pairs": len(labels), "failed": failed})
     click.echo(f"label: {_summary(labels, stats)} -> {output}", err=True)
     if failed:

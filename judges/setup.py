@@ -78,7 +78,7 @@ def judge_options(*, protocol: bool = True) -> Callable[[Callable[..., Any]], Ca
     if protocol:
         options += [
             click.option("--seed", default=0, show_default=True, help="Seed of --orders random."),
-            db_option("Project database (request ledger)."),
+            db_option("Project database (request ledger).", postgres=True),
         ]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:

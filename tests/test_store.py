@@ -39,9 +39,8 @@ def test_public_surface_is_pinned():
         "job_release", "job_renew", "job_update", "ledger_add_pending",
         "ledger_claim", "ledger_finish", "ledger_lookup", "ledger_release", "ledger_renew",
         "ledger_totals", "load_columns", "load_page", "load_rows", "max_column", "migrate",
-        "new_worker_id",
-        "open_db", "save_rows", "shown_target", "start_run", "sum_column", "table_columns",
-        "table_names", "tables", "transaction", "worker_gone"])
+        "new_worker_id", "open_db", "save_rows", "shared_target", "shown_target", "start_run",
+        "sum_column", "table_columns", "table_names", "tables", "transaction", "worker_gone"])
     assert all(hasattr(datagen.store, name) for name in datagen.store.__all__)
 
 

@@ -63,7 +63,7 @@ from judges.setup import judge_options, judge_setup, provenance, run_judges
               help="Sampling temperature of both models.")
 @click.option("--seed", default=0, show_default=True,
               help="Sampling seed sent with every request; also seeds the bootstrap.")
-@db_option("Project database (request ledger, run record).")
+@db_option("Project database (request ledger, run record).", postgres=True)
 @output_option("Write the result JSON here and the labelled pairs to RESULT.pairs.jsonl "
                "(readable by `rlaif judge-report`).", required=False)
 @judge_options(protocol=False)

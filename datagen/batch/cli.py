@@ -42,7 +42,7 @@ from datagen.progress import track
 @click.option("--errors", type=OutputPath(),
               help="Write lines that did not succeed here (as the hosted API's error file); "
                    "default: every line goes to --output.")
-@db_option("Project database holding the request ledger and hosted batches.")
+@db_option("Project database holding the request ledger and hosted batches.", postgres=True)
 @click.option("--check-hosted", is_flag=True,
               help="List every line the hosted Batch API would reject; send nothing.")
 @click.option("--list", "list_batches", is_flag=True,

@@ -52,7 +52,7 @@ from datagen.progress import track
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0, 2))
 @click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(1),
               help="Most tokens per answer, critique or revision.")
-@db_option("Project database (request ledger and the cai_samples table).")
+@db_option("Project database (request ledger and the cai_samples table).", postgres=True)
 @output_option("Also write every sample as JSONL here.", required=False)
 @hosted_options
 @client_options

@@ -131,7 +131,7 @@ def describe_tasks() -> list[str]:
 @output_option("Output JSONL (with --paraphrase-templates: the new template file).",
                name="out", required=False, default="-", show_default=True, allow_dash=True,
                path_type=str)
-@click.option("--db", type=DatabasePath(),
+@click.option("--db", type=DatabasePath(postgres=True),
               help="Project database: save rows to flan_examples and record the run "
                    "(default: none, the rows go only to -o).")
 @click.option("--paraphrase-templates", "paraphrase", type=click.IntRange(1), metavar="N",

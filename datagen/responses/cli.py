@@ -48,7 +48,7 @@ from datagen.responses.sample import (
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Run seed: sample j of each prompt is sent with a seed derived from it and j "
                    "(kept in the ledger's request body); also seeds the pair draw.")
-@db_option("Project database (ledger, responses and pairs tables).")
+@db_option("Project database (ledger, responses and pairs tables).", postgres=True)
 @hosted_options
 @client_options
 @executor_options
@@ -98,7 +98,7 @@ def generate_responses(prompts_path: Path, n: int, temperature: float, max_token
 
 
 @click.command("pairs")
-@db_option("Project database holding the pairs table.")
+@db_option("Project database holding the pairs table.", postgres=True)
 @output_option("Where to write the pairs JSONL (input of `rlaif label`).")
 def export_pairs(db: Path, output: Path) -> None:
     """Write the stored response pairs as JSONL: id, prompt, response_a, response_b, models,

@@ -41,7 +41,7 @@ from datagen.self_instruct.rouge import NoveltyIndex
 
 
 @click.command("self-instruct")
-@db_option("Project database (ledger and generated rows).")
+@db_option("Project database (ledger and generated rows).", postgres=True)
 @click.option("--seed-tasks", default=str(DEFAULT_SEED_FILE), show_default="bundled set",
               type=click.Path(path_type=Path), help="Seed tasks JSONL.")
 @click.option("--num-instructions", default=100, show_default=True, type=click.IntRange(1),
@@ -165,7 +165,7 @@ def dedup(input_file: Path, output: Path, field: str, threshold: float,
 
 
 @click.command("self-instruct")
-@db_option("Project database.")
+@db_option("Project database.", postgres=True)
 @output_option("JSONL file to write.")
 @click.option("--run-id", default=None, help="Only this run (default: every run).")
 def export_self_instruct(db: Path, output: Path, run_id: str | None) -> None:

@@ -20,6 +20,7 @@ from datagen.store.db import (
     is_postgres,
     migrate,
     open_db,
+    shared_target,
     shown_target,
     table_columns,
     table_names,
@@ -66,6 +67,6 @@ __all__ = [
     "job_release", "job_renew", "job_update", "ledger_add_pending", "ledger_claim",
     "ledger_finish", "ledger_lookup", "ledger_release", "ledger_renew", "ledger_totals",
     "load_columns", "load_page", "load_rows", "max_column", "migrate", "new_worker_id", "open_db",
-    "save_rows", "shown_target", "start_run", "sum_column", "table_columns", "table_names",
-    "tables", "transaction", "worker_gone",
+    "save_rows", "shared_target", "shown_target", "start_run", "sum_column", "table_columns",
+    "table_names", "tables", "transaction", "worker_gone",
 ]

@@ -169,6 +169,12 @@ def transaction(db: Database) -> Iterator[None]:
             db.execute("COMMIT")
 
 
+def shared_target(db: Database) -> str | None:
+    """What another process opens to reach the same database: the SQLite file or the
+    PostgreSQL URL (None for an in-memory database, which no other process can reach)."""
+    return None if db.location == MEMORY else db._target
+
+
 def database_file(db: Database) -> str | None:
     """The file behind a SQLite database, or None (in memory, or PostgreSQL)."""
     return None if db.location == MEMORY or db.dialect != "sqlite" else db.location

@@ -94,7 +94,7 @@ def write_jsonl(path: Path, rows: list[ConstrainedPrompt], form: str = "rlaif") 
 )
 @click.option(
     "--db",
-    type=DatabasePath(),
+    type=DatabasePath(postgres=True),
     default=None,
     help=f"Save the rows to the {CONSTRAINED_PROMPTS} table of this project database instead.",
 )
