@@ -82,6 +82,24 @@ def test_migrations_from_empty_make_the_whole_schema_once_even_when_opened_at_on
     assert store.migrate(db) == []
 
 
+def test_a_ledger_of_the_previous_version_upgrades_in_place(db_target, fake_llm):
+    # the version before leases: no worker_id/lease_until, and a request left pending
+    db = store.open_db(db_target)
+    (last,) = [m for m in schema.MIGRATIONS if m.name == "0013_request_leases"]
+    with store.transaction(db):
+        for _, column in last.adds:
+            db.execute(f'ALTER TABLE requests DROP COLUMN "{column.name}"')
+        db.execute("DELETE FROM _migrations WHERE name = ?", [last.name])
+    store.ledger_add_pending(db, [pending(BODY)])
+    db.close()
+    db = store.open_db(db_target)
+    assert store.table_columns(db, tables.REQUESTS)[-2:] == ["worker_id", "lease_until"]
+    assert store.ledger_lookup(db, [pending(BODY)["key"]])[pending(BODY)["key"]]["status"] == (
+        "pending")
+    assert ask(fake_llm, db_target).ok and len(fake_llm.requests) == 1  # sent again, once
+    assert ask(fake_llm, db_target).from_ledger and len(fake_llm.requests) == 1
+
+
 def test_rows_read_back_the_same_on_both_backends(db_target):
     db = store.open_db(db_target)
     votes = [{"id": f"v{i}", "item_id": "it", "annotator": name, "choice": "a",
@@ -148,6 +166,7 @@ def test_a_lease_of_an_exited_process_of_this_machine_is_free_at_once(db_target,
 # --- many processes ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_concurrent_processes_send_each_request_once(db_target, fake_llm, tmp_path):
     fake_llm.responder = lambda path, body: {"delay": 0.02,
                                              "text": "a " + body["messages"][0]["content"]}
@@ -168,6 +187,7 @@ def test_concurrent_processes_send_each_request_once(db_target, fake_llm, tmp_pa
             f"a q{i}" for i in range(90)]
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_pays_nothing_twice(db_target, fake_llm, tmp_path):
     fake_llm.responder = lambda path, body: {"delay": 0.05,
                                              "text": "a " + body["messages"][0]["content"]}
@@ -208,6 +228,7 @@ def dump(target: str) -> dict[str, list[dict]]:
     return {name: store.load_rows(db, name) for name in schema.current_tables()}
 
 
+@pytest.mark.slow
 def test_db_copy_moves_a_run_to_postgresql_and_back(postgres, tmp_path):
     source = tmp_path / "release.db"
     source.write_bytes(RELEASE_DB.read_bytes())
