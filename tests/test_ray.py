@@ -147,7 +147,7 @@ def test_ray_label_matches_local(cluster, tmp_path, fake_llm):
     assert [r["preferred"] for r in mine] == [r["preferred"] for r in theirs]
     assert [r["p_a"] for r in mine] == [r["p_a"] for r in theirs]
     served = [len(server.requests) - n for server, n in zip(cluster.servers, before, strict=True)]
-    assert sum(served) == 80 and min(served) > 0
+    assert sum(served) == 80  # each request once (the batch test checks the spread over nodes)
 
 
 def test_rpm_limit_holds_across_nodes(cluster, tmp_path):
