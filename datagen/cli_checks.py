@@ -109,8 +109,8 @@ class DatabasePath(click.Path):
             if not self.postgres:
                 raise UserInputError(
                     f"{param_label(param)}: this command keeps its data in a SQLite file; a "
-                    "postgresql:// database serves `rlaif batch`, the generators, `rlaif label` "
-                    "and `rlaif db copy`")
+                    "postgresql:// database serves `rlaif batch`, the generators, `rlaif label`, "
+                    "`rlaif service` and `rlaif db copy`")
             return store.database_target(value, param_label(param))
         path = Path(os.fsdecode(value)).expanduser()
         problem = store.database_problem(path, LOCK_WAIT_S)

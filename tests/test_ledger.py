@@ -264,8 +264,9 @@ def test_db_urls_with_a_password_or_no_server_are_refused_in_one_line(tmp_path):
                                        f"postgresql://me@127.0.0.1:{port}/x"])
     assert result.exit_code == 2 and "cannot open the database" in result.output
     assert "Traceback" not in result.output
-    # the service keeps its jobs in SQLite: a URL is refused in one line, before anything runs
-    result = CliRunner().invoke(main, ["service", "--db", f"postgresql://me@127.0.0.1:{port}/x"])
+    # a command that keeps its data in a SQLite file refuses a URL in one line
+    result = CliRunner().invoke(main, ["report", "--db", f"postgresql://me@127.0.0.1:{port}/x",
+                                       "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "keeps its data in a SQLite file" in result.output
 
 

@@ -53,7 +53,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 @click.group("service", invoke_without_command=True)
-@db_option("Project database: jobs, request ledger, label queue, users.")
+@db_option("Project database: jobs, request ledger, label queue, users.", postgres=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on.")
 @click.option("--port", default=8470, show_default=True, type=click.IntRange(0, 65535),
@@ -146,7 +146,7 @@ def token() -> None:
 
 
 @token.command("create")
-@db_option("Project database the service runs on.")
+@db_option("Project database the service runs on.", postgres=True)
 @click.option("--name", required=True, help="Who the token is for (unique, case-insensitive).")
 @click.option("--role", required=True, type=click.Choice(["admin", "operator", "annotator"]),
               help="admin: users, instructions, gold; operator: jobs and queues; annotator: "
@@ -162,7 +162,7 @@ def token_create(db: Path, name: str, role: str) -> None:
 
 
 @token.command("revoke")
-@db_option("Project database the service runs on.")
+@db_option("Project database the service runs on.", postgres=True)
 @click.option("--id", "token_id", default=None, help="The token id (from `token list`).")
 @click.option("--name", default=None, help="Revoke every token and session of this user.")
 def token_revoke(db: Path, token_id: str | None, name: str | None) -> None:
@@ -179,7 +179,7 @@ def token_revoke(db: Path, token_id: str | None, name: str | None) -> None:
 
 
 @token.command("list")
-@db_option("Project database the service runs on.")
+@db_option("Project database the service runs on.", postgres=True)
 def token_list(db: Path) -> None:
     """The tokens: id, user, role, created, revoked (never the secrets)."""
     from align.service.users import list_tokens
@@ -191,7 +191,7 @@ def token_list(db: Path) -> None:
 
 
 @service.command("audit")
-@db_option("Project database the service runs on.")
+@db_option("Project database the service runs on.", postgres=True)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1),
               help="The most recent this many requests.")
 def audit(db: Path, limit: int) -> None:
@@ -207,7 +207,7 @@ def audit(db: Path, limit: int) -> None:
 
 
 @click.command("label-queue")
-@db_option("Project database holding the label queue.")
+@db_option("Project database holding the label queue.", postgres=True)
 @click.option("--pairs", "pairs_path", type=click.Path(path_type=Path), default=None,
               help="Pairs JSONL: prompt, response_a, response_b (or responses: [K texts] to "
                    "rank), optional id.")
@@ -271,7 +271,7 @@ def label_queue(db: Path, pairs_path: Path | None, labels_path: Path | None,
 
 
 @click.command("label-export")
-@db_option("Project database holding the label queue.")
+@db_option("Project database holding the label queue.", postgres=True)
 @output_option("Labels JSONL: each pair with `human` (consensus) and its votes.")
 @click.option("--complete-only", is_flag=True,
               help="Only pairs whose votes are all in.")
