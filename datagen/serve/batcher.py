@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from datagen.serve.jobs import (
+    EngineStats,
     Job,
     RowResult,
     Sampling,
@@ -76,23 +77,6 @@ class CachedPrefix:
     hidden: torch.Tensor
 
 
-@dataclass
-class BatchStats:
-    """Counters exposed at /v1/stats; written by the worker thread only."""
-
-    jobs: int = 0
-    rows: int = 0
-    prefill_passes: int = 0
-    decode_steps: int = 0
-    max_rows_in_step: int = 0
-    prompt_tokens: int = 0
-    shared_prefix_tokens: int = 0
-    cached_prefix_tokens: int = 0
-    generated_tokens: int = 0
-    cancelled_rows: int = 0
-    parked_rows: int = 0
-    step_rows_histogram: dict[int, int] = field(default_factory=dict)
-
 
 class Batcher:
     """Queue of jobs decoded together by one worker thread. Call ``start()`` then ``submit()``."""
@@ -103,7 +87,7 @@ class Batcher:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
-        self.stats = BatchStats()
+        self.stats = EngineStats()
         self.eos_ids = set(eos_ids(model.generation_config, tokenizer))
         self.context_length = int(model.config.max_position_embeddings)
         self._inbox: queue.Queue[Job | None] = queue.Queue()

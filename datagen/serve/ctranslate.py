@@ -28,13 +28,14 @@ import copy
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datagen.serve.jobs import (
+    EngineStats,
     Job,
     RowResult,
     Scored,
@@ -60,23 +61,6 @@ class Waiting:
     arrived: float
     lane: int | None = None
 
-
-@dataclass
-class EngineStats:
-    """Counters exposed at /v1/stats."""
-
-    jobs: int = 0
-    rows: int = 0
-    prefill_passes: int = 0
-    decode_steps: int = 0
-    max_rows_in_step: int = 0
-    prompt_tokens: int = 0
-    shared_prefix_tokens: int = 0
-    cached_prefix_tokens: int = 0
-    generated_tokens: int = 0
-    cancelled_rows: int = 0
-    private_generators: int = 0
-    step_rows_histogram: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(eq=False)

@@ -120,3 +120,25 @@ def common_prefix_length(prompts: list[list[int]]) -> int:
         if any(p[i] != first[i] for p in prompts):
             return i
     return max(shortest, 0)
+
+
+@dataclass
+class EngineStats:
+    """Counters a backend exposes at /v1/stats; written by its decoding thread only. Both
+    backends count the same things; ``parked_rows`` happen only on transformers (rows set aside
+    with their cache) and ``private_generators`` only on CTranslate2 (seeded requests)."""
+
+    jobs: int = 0
+    rows: int = 0
+    prefill_passes: int = 0
+    decode_steps: int = 0
+    max_rows_in_step: int = 0
+    prompt_tokens: int = 0
+    shared_prefix_tokens: int = 0
+    cached_prefix_tokens: int = 0
+    generated_tokens: int = 0
+    cancelled_rows: int = 0
+    parked_rows: int = 0
+    private_generators: int = 0
+    step_rows_histogram: dict[int, int] = field(default_factory=dict)
+
