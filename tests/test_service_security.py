@@ -304,6 +304,9 @@ def test_an_operator_sees_only_their_own_jobs_and_files(tmp_path):
                    b"--b0--\r\n")
         assert op.post("/v1/files", content=no_file, headers={
             "Content-Type": "multipart/form-data; boundary=b0"}).status_code == 400
+        malformed = b"--b0\r\n[]--b0--\r\n"  # schemathesis found this one: a 500 before
+        assert op.post("/v1/files", content=malformed, headers={
+            "Content-Type": "multipart/form-data; boundary=b0"}).status_code == 400
         file_id = upload(op, write_jsonl(tmp_path / "f.jsonl", [pair(0)]))
         job_id = op.post("/v1/jobs", json={"kind": "constrained",
                                            "options": {"limit": 1}}).json()["id"]

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from datagen import store
@@ -68,12 +69,15 @@ async def multipart_file(chunks: AsyncIterator[bytes], content_type: str,
         "on_part_data": lambda d, a, b: out.append(bytes(d[a:b])) if part["file"] else None,
     }
     parser = MultipartParser(boundary, callbacks, max_header_size=4096)
-    async for chunk in chunks:
-        parser.write(chunk)
-        if out:
-            yield b"".join(out)
-            out.clear()
-    parser.finalize()
+    try:
+        async for chunk in chunks:
+            parser.write(chunk)
+            if out:
+                yield b"".join(out)
+                out.clear()
+        parser.finalize()
+    except ParseError as exc:  # a malformed body is the caller's mistake (400), not ours (500)
+        raise BadUpload(f"malformed multipart body: {exc}") from None
     if "filename" not in found:
         raise BadUpload("the multipart body has no file part")
 
