@@ -58,3 +58,25 @@ def test_a_retrained_model_directory_gets_a_new_served_id(tmp_path):
     other.mkdir(parents=True)
     (other / "config.json").write_text('{"hidden_size": 32}')
     assert served_model_id(str(other)) != first
+
+
+def test_started_servers_take_their_backend_from_the_environment(monkeypatch, tmp_path):
+    from datagen.serve.default_model import served_model_id
+
+    monkeypatch.setenv("RLAIF_SERVE_BACKEND", "transformers")
+    assert served_model_id("default").endswith("-transformers-fp32")
+    monkeypatch.setenv("RLAIF_SERVE_BACKEND", "ctranslate2")
+    assert served_model_id("default").endswith("-ct2-int8")
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"custom_id": "q1", "method": "POST",
+                               "url": "/v1/chat/completions", "body": {
+                                   "messages": [{"role": "user", "content": "Hi."}]}}) + "\n")
+    env = {**os.environ, "RLAIF_SERVE_BACKEND": "onnx"}
+    env.pop("OPENAI_BASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "align.cli", "batch", str(src), "-o", str(tmp_path / "o.jsonl"),
+         "--db", str(tmp_path / "d.db")], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "$RLAIF_SERVE_BACKEND: expected one of ctranslate2, transformers, got 'onnx'")
+    assert "Traceback" not in done.stderr and not (tmp_path / "o.jsonl").exists()

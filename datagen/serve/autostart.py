@@ -31,7 +31,7 @@ from datagen.endpoint.client import ClientConfig, LLMClient, run_async
 from datagen.errors import UserInputError
 from datagen.jsonl import atomic_write
 from datagen.processes import die_with_parent
-from datagen.serve.default_model import cache_root, served_model_id
+from datagen.serve.default_model import cache_root, chosen_backend, served_model_id
 
 READY_TIMEOUT_S = 600.0  # the first start converts the default model (about 15-30 s)
 PROBE_TIMEOUT_S = 5.0
@@ -123,7 +123,7 @@ async def list_models(base_url: str) -> list[str]:
 def started_server(model: str) -> Iterator[tuple[str, str]]:
     """Run ``python -m datagen.serve.cli`` on a free loopback port until the block ends."""
     command = [sys.executable, "-m", "datagen.serve.cli", "--model", model, "--port", "0",
-               "--no-record", "--exit-with-parent"]
+               "--backend", chosen_backend(), "--no-record", "--exit-with-parent"]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=log, text=True, preexec_fn=die_with_parent())

@@ -27,7 +27,7 @@ from datagen.serve.default_model import DEFAULT_BACKEND, resolve_model, served_m
                   help="'default' (the embedded SmolLM2-135M-Instruct) or a local Hugging "
                        "Face causal-LM directory.")
 @click.option("--backend", type=click.Choice(["ctranslate2", "transformers"]),
-              default=DEFAULT_BACKEND, show_default=True,
+              default=DEFAULT_BACKEND, show_default=True, envvar="RLAIF_SERVE_BACKEND",
               help="ctranslate2: an int8 copy, about 3x faster on CPU (converted once into the "
                    "cache); transformers: float32, exact scores, any causal LM.")
 @click.option("--host", default="127.0.0.1", show_default=True,

