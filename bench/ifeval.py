@@ -12,7 +12,8 @@ two are compared on every instruction (two of IFEval's instructions draw a rando
 the reference and are left out of the comparison).
 
 Responses: ``--responses FILE`` (lines ``{"prompt", "response"}``, e.g. Google's published
-GPT-4 responses or an ``-o`` file of `rlaif eval ifeval`); by default, synthetic replies of
+GPT-4 responses or an ``-o`` file of `rlaif eval ifeval`, scored on the prompts it answers);
+by default, synthetic replies of
 realistic length built from the prompts (each prompt's text, a body of 150-400 words drawn from
 the other prompts, a few list lines and highlights).
 
@@ -97,9 +98,15 @@ def main() -> None:
     os.sched_setaffinity(0, {args.core})
     prompts_path = bundled_prompts_path()
     rows = [json.loads(line) for line in prompts_path.read_text().splitlines()]
-    responses = (read_responses(args.responses) if args.responses
-                 else synthetic_responses(rows))
-    reference = load_reference(Path(tempfile.mkdtemp(prefix="nltk_data_")))
+    scratch = Path(tempfile.mkdtemp(prefix="rlaif_ifeval_bench_"))
+    if args.responses:  # e.g. an -o file of `rlaif eval ifeval`; it may cover some prompts only
+        responses = read_responses(args.responses)
+        rows = [row for row in rows if row["prompt"] in responses]
+        prompts_path = scratch / "prompts.jsonl"
+        prompts_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        responses = synthetic_responses(rows)
+    reference = load_reference(scratch / "nltk_data")
     warm = {row["prompt"]: responses[row["prompt"]] for row in rows[:20]}
     score(read_ifeval_prompts(prompts_path)[:20], warm)
     time_reference(reference, rows[:20], warm)
