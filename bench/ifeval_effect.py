@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,8 @@ from datagen.jsonl import write_jsonl  # noqa: E402
 from judges.constraints.prompts import add_constraints  # noqa: E402
 
 METHODS = ("grpo", "rloo", "dpo", "ppo")
+NUMBERS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc",
+           "inst_level_loose_acc", "average")
 
 
 def ifeval_available() -> bool:
@@ -111,24 +114,122 @@ def curves(metrics_file: Path) -> dict[str, Any]:
             "alarms": sum(len(r.get("alarms") or []) for r in rows)}
 
 
+def ifeval_policy(model: str, workdir: Path, args: argparse.Namespace) -> dict:
+    """One policy's IFEval result through `rlaif eval ifeval`, kept in ``workdir`` so that an
+    interrupted benchmark does not evaluate a finished policy again."""
+    name = Path(model).name
+    answers, result = workdir / f"ifeval-{name}.jsonl", workdir / f"ifeval-{name}.json"
+    if result.is_file() and answers.is_file():
+        try:
+            return json.loads(result.read_text())
+        except json.JSONDecodeError:
+            pass
+    print(f"{name}: rlaif eval ifeval on 541 prompts ...", file=sys.stderr)
+    done = subprocess.run(
+        [sys.executable, "-m", "align.cli", "eval", "ifeval", "--policy", model, "--json",
+         "--max-tokens", str(args.eval_tokens), "--concurrency", str(args.eval_concurrency),
+         "--db", str(workdir / "rlaif.db"), "-o", str(answers), "--progress", "none"],
+        capture_output=True, text=True, check=True)
+    result.write_text(done.stdout)
+    return json.loads(done.stdout)
+
+
+def contamination_check(answers: Path, train_prompts: Path) -> dict:
+    """`rlaif eval ifeval --check-train` on the training prompts (exit 0: clean, 1: too close)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "align.cli", "eval", "ifeval", "--responses", str(answers),
+         "--check-train", str(train_prompts), "--json"], capture_output=True, text=True)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"contamination check failed: {done.stderr.strip()}")
+    return {"clean": done.returncode == 0, "stderr": done.stderr.strip()[-500:]}
+
+
+def per_prompt(answers: Path) -> dict[str, tuple[list[bool], list[bool], list[str]]]:
+    """key -> (strict list, loose list, instruction ids) from an `eval ifeval -o` file."""
+    rows = [json.loads(line) for line in answers.read_text().splitlines() if line.strip()]
+    return {str(r["key"]): (r["follow_instruction_list_strict"],
+                            r["follow_instruction_list_loose"], r["instruction_id_list"])
+            for r in rows}
+
+
+def four_numbers(rows: list[tuple[list[bool], list[bool], list[str]]]) -> list[float]:
+    """Prompt strict, instruction strict, prompt loose, instruction loose, and their mean."""
+    out = []
+    for mode in (0, 1):
+        lists = [row[mode] for row in rows]
+        out.append(sum(all(x) for x in lists) / len(lists))
+        out.append(sum(sum(x) for x in lists) / max(1, sum(len(x) for x in lists)))
+    return out + [sum(out) / 4]
+
+
+def compare(start: Path, other: Path, rounds: int, seed: int) -> dict[str, Any]:
+    """The change of the four IFEval numbers and their average from ``start`` to ``other`` with
+    a paired bootstrap interval (prompts resampled, both policies' answers to a prompt kept
+    together), and the instructions whose strict accuracy moved."""
+    before, after = per_prompt(start), per_prompt(other)
+    keys = sorted(set(before) & set(after))
+    pairs = [(before[k], after[k]) for k in keys]
+    rng = random.Random(seed)
+    point = [a - b for b, a in zip(four_numbers([p[0] for p in pairs]),
+                                  four_numbers([p[1] for p in pairs]), strict=True)]
+    draws: list[list[float]] = [[] for _ in point]
+    for _ in range(rounds):
+        sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
+        diff = [a - b for b, a in zip(four_numbers([p[0] for p in sample]),
+                                      four_numbers([p[1] for p in sample]), strict=True)]
+        for slot, value in zip(draws, diff, strict=True):
+            slot.append(value)
+    intervals = [[sorted(d)[int(0.025 * rounds)], sorted(d)[int(0.975 * rounds) - 1]]
+                 for d in draws]
+    moved: dict[str, list[int]] = {}
+    for (b_strict, _, ids), (a_strict, _, _) in pairs:
+        for instruction, was, now in zip(ids, b_strict, a_strict, strict=True):
+            tally = moved.setdefault(instruction, [0, 0, 0])
+            tally[0] += 1
+            tally[1] += int(now and not was)
+            tally[2] += int(was and not now)
+    return {"prompts": len(keys), "change": dict(zip(NUMBERS, point, strict=True)),
+            "ci95": dict(zip(NUMBERS, intervals, strict=True)),
+            "instructions_gained_lost": {k: {"n": v[0], "gained": v[1], "lost": v[2]}
+                                         for k, v in sorted(moved.items()) if v[1] or v[2]}}
+
+
 def evaluate(models: list[str], heldout: Path, train_prompts: Path, workdir: Path,
              args: argparse.Namespace) -> dict:
     """IFEval through `rlaif eval ifeval` when it exists, else held-out constraint satisfaction."""
     if ifeval_available():
-        results = {}
-        for model in models:
-            answers = workdir / f"ifeval-{Path(model).name}.jsonl"
-            done = subprocess.run(
-                [sys.executable, "-m", "align.cli", "eval", "ifeval", "--policy", model,
-                 "--json", "--check-train", str(train_prompts), "--db",
-                 str(workdir / "rlaif.db"), "-o", str(answers)],
-                capture_output=True, text=True, check=True)
-            results[model] = json.loads(done.stdout)
-        return {"kind": "ifeval", "results": results}
+        results = {model: ifeval_policy(model, workdir, args) for model in models}
+        start = workdir / f"ifeval-{Path(models[0]).name}.jsonl"
+        changes = {model: compare(start, workdir / f"ifeval-{Path(model).name}.jsonl",
+                                  args.bootstrap, args.seed) for model in models[1:]}
+        return {"kind": "ifeval", "results": results, "changes": changes,
+                "contamination": contamination_check(start, train_prompts)}
     report = constraint_eval(models, heldout, db=workdir / "rlaif.db", temperature=0.0,
                              max_new_tokens=args.tokens, samples=1, seed=args.seed,
                              batch_size=args.gen_batch)
     return {"kind": "heldout-constraints", "report": report}
+
+
+def markdown(evaluation: dict, runs: dict) -> list[str]:
+    """The README table: the four numbers and their average per policy (Wilson 95% intervals),
+    then each method's change with its paired bootstrap interval."""
+    lines = ["| policy | steps | prompt strict | inst strict | prompt loose | inst loose "
+             "| average |", "|---|---|---|---|---|---|---|"]
+    for model, result in evaluation["results"].items():
+        name = Path(model).name
+        run = runs.get(name, {})
+        steps = run.get("steps", run.get("updates", run.get("optimizer_steps", "")))
+        cells = [f"{100 * result[m]:.1f} [{100 * result[m + '_ci'][0]:.1f}, "
+                 f"{100 * result[m + '_ci'][1]:.1f}]" for m in NUMBERS[:4]]
+        lines.append(f"| {name} | {steps} | " + " | ".join(cells)
+                     + f" | {100 * result['average']:.1f} |")
+    lines += ["", "| change from start | prompt strict | inst strict | prompt loose | inst loose "
+              "| average |", "|---|---|---|---|---|---|"]
+    for model, change in evaluation["changes"].items():
+        cells = [f"{100 * change['change'][m]:+.1f} [{100 * change['ci95'][m][0]:+.1f}, "
+                 f"{100 * change['ci95'][m][1]:+.1f}]" for m in NUMBERS]
+        lines.append(f"| {Path(model).name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
@@ -151,6 +252,10 @@ def main() -> None:
     parser.add_argument("--rm-steps", type=int, default=40)
     parser.add_argument("--gen-batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-tokens", type=int, default=256,
+                        help="eval ifeval --max-tokens (its 1280 default takes hours here).")
+    parser.add_argument("--eval-concurrency", type=int, default=32)
+    parser.add_argument("--bootstrap", type=int, default=2000, help="Paired bootstrap rounds.")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="Keep data and models here; a rerun reuses finished methods and "
                              "answers its samples from the ledger.")
@@ -208,7 +313,10 @@ def main() -> None:
         for line in format_eval(evaluation["report"]):
             print(line)
     else:
-        print(json.dumps(evaluation["results"], indent=1))
+        print("\n".join(markdown(evaluation, runs)))
+        print(json.dumps({m: c["instructions_gained_lost"]
+                          for m, c in evaluation["changes"].items()}, indent=1))
+        print(f"contamination check: {evaluation['contamination']}")
     print(f"written: {args.out} (data and models in {workdir})")
 
 

@@ -423,3 +423,31 @@ def test_report_shows_ifeval_numbers_and_per_instruction_table(tmp_path, monkeyp
     assert "IFEval per instruction" in html and "combination:repeat_prompt" in html
     shown = plots.fmt(summary["prompt_level_strict_acc"])
     assert f'prompt_level_strict_acc</td><td class="num">{shown}<' in html
+
+
+def test_side_by_side_reads_two_output_files_and_rejects_other_lines(tmp_path):
+    from align.eval.ifeval import format_side_by_side, read_scored
+    from datagen.errors import UserInputError
+
+    rows = bundled_rows()[:20]
+    prompts = write_jsonl(tmp_path / "p.jsonl", rows)
+    outs = {}
+    for name, reply in (("before", lambda r: ""), ("after", lambda r: r["prompt"].upper())):
+        responses = write_jsonl(tmp_path / f"{name}.jsonl",
+                                [{"prompt": r["prompt"], "response": reply(r)} for r in rows])
+        outs[name] = tmp_path / f"{name}.out.jsonl"
+        result = run_ifeval("--prompts", str(prompts), "--responses", str(responses),
+                            "-o", str(outs[name]), "--json")
+        assert result.exit_code == 0, result.output
+        outs[name + "_json"] = json.loads(result.output)
+    lines = format_side_by_side({"before": outs["before"], "after": outs["after"]})
+    assert "first 20 prompts" in lines[0] and lines[1].split() == ["before", "after"]
+    cells = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    for metric in ("prompt_level_strict_acc", "inst_level_loose_acc", "average"):
+        assert cells[metric] == [f"{100 * outs['before_json'][metric]:.1f}",
+                                 f"{100 * outs['after_json'][metric]:.1f}"]
+    assert outs["before_json"]["inst_level_strict_acc"] == 0.0  # an empty reply follows nothing
+    assert outs["after_json"]["inst_level_loose_acc"] > 0.0
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "x", "response": "y"}])
+    with pytest.raises(UserInputError, match=r"bad.jsonl:1: not an `eval ifeval -o` line"):
+        read_scored(bad)

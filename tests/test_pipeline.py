@@ -285,7 +285,7 @@ stages:
 def test_builtin_demo_pipeline_checks(tmp_path):
     result = invoke("demo", "--quick", "--dry-run", "--output", str(tmp_path / "demo"))
     assert result.exit_code == 0, result.output
-    assert "pipeline demo: 16 stages" in result.output
+    assert "pipeline demo: 18 stages" in result.output
     assert "rlaif train dpo --data " in result.output and "--max-steps 1 " in result.output
     assert "rlaif eval constraints --prompts " in result.output
     assert not (tmp_path / "demo").exists()

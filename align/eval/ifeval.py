@@ -144,6 +144,32 @@ def format_summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def read_scored(path: Path) -> list[dict[str, Any]]:
+    """The per-prompt lines of an `eval ifeval -o` file (verdict lists and instruction ids)."""
+    keys = ("instruction_id_list", "follow_instruction_list_strict",
+            "follow_instruction_list_loose")
+    rows = []
+    for _, where, row in read_objects(path, empty_message=f"{path}: no scored prompts in file"):
+        if any(not isinstance(row.get(key), list) for key in keys):
+            raise UserInputError(f"{where}: not an `eval ifeval -o` line "
+                                 f"(needs {', '.join(keys)})")
+        rows.append(row)
+    return rows
+
+
+def format_side_by_side(outputs: dict[str, Path]) -> list[str]:
+    """The four numbers and their average for each policy's `eval ifeval -o` file, one column
+    per policy (the demo's before/after table)."""
+    results = {name: summarise(read_scored(path)) for name, path in outputs.items()}
+    n = {result["n_prompts"] for result in results.values()}
+    lines = [f"IFEval, first {'/'.join(str(x) for x in sorted(n))} prompts (%):",
+             f"  {'':<24}" + "".join(f"{name:>10}" for name in results)]
+    for metric in (*METRICS, "average"):
+        lines.append(f"  {metric:<24}"
+                     + "".join(f"{100 * r[metric]:>10.1f}" for r in results.values()))
+    return lines
+
+
 def training_prompts(path: Path) -> list[tuple[str, str]]:
     """(where, text) of each training prompt in a JSONL file: its ``prompt`` (text, or chat
     messages whose contents are joined) or ``instruction`` field."""

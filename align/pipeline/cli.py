@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from align.eval.heldout import format_eval
+from align.eval.ifeval import format_side_by_side
 from align.pipeline.file import Plan, load_plan
 from align.pipeline.run import describe_plan, last_output, run_plan
 from align.pipeline.source import parse_sets
@@ -78,6 +79,18 @@ def run(pipeline_file: Path, from_stage: str | None, dry_run: bool, output: Path
     sys.exit(execute(plan, from_stage, dry_run))
 
 
+def ifeval_outputs(plan: Plan) -> dict[str, Path]:
+    """Policy name -> the `-o` file of each finished `eval ifeval` stage."""
+    found = {}
+    for stage in plan.stages:
+        if stage.words == ("eval", "ifeval") and "--policy" in stage.argv:
+            policy = Path(stage.argv[stage.argv.index("--policy") + 1]).name
+            for path in stage.outputs:
+                if path.suffix == ".jsonl" and path.is_file():
+                    found[policy] = path
+    return found
+
+
 def demo_path() -> Path:
     """The built-in demo pipeline file."""
     return Path(str(resources.files("align.pipeline") / "recipes" / DEMO_FILE))
@@ -111,6 +124,12 @@ def demo(output: Path, quick: bool, base_url: str | None, from_stage: str | None
             if stage.words == ("judge-report",) and last_output(plan, stage).strip():
                 click.echo(f"\nLLM judge vs the verifier (stage {stage.index + 1}):")
                 click.echo(last_output(plan, stage).rstrip())
+        scored = ifeval_outputs(plan)
+        if scored:
+            click.echo("")
+            for line in format_side_by_side(scored):
+                click.echo(line)
+        for stage in plan.stages:
             if stage.words == ("eval", "constraints"):
                 for path in stage.outputs:
                     if path.is_file():
