@@ -43,7 +43,7 @@ CONSTRAINTS = [
     [{"kind": "ends_with_question"}],
 ]
 TINY = "num_generations: 4\nper_device_train_batch_size: 8\nmax_completion_length: 16\n"
-TINY_DPO = "per_device_train_batch_size: 4\nmax_new_tokens: 16\n"
+TINY_DPO = "per_device_train_batch_size: 1\ngradient_accumulation_steps: 4\nmax_new_tokens: 16\n"
 WATCH_FIELDS = ("reward/mean", "reward/std", "kl", "entropy", "length/mean", "truncated/share",
                 "reward_length_corr", "alarms")
 
@@ -241,6 +241,40 @@ def test_trainer_runs_every_reward_kind_and_writes_the_watch(kind, toy, judge, t
                    *[arg for reward in rewards for arg in ("--reward", reward)])
     assert len(judge.requests) == before
     assert f"judge: {sent} requests ({sent} from the ledger" in output
+
+
+@pytest.mark.slow
+def test_online_dpo_skips_pairs_the_judge_did_not_decide(toy, tmp_path):
+    # a judge that always prefers the first reply shown contradicts itself when the order is
+    # swapped: every pair is undecided, so none may move the policy
+    with FakeOpenAI(responder=lambda path, body: {"text": "A"}) as biased:
+        out = tmp_path / "biased"
+        output = train("online-dpo", toy, out, "--max-steps", 2, "--lr", 1e-3, "--db",
+                       tmp_path / "l.db", "--reward", f"pairwise:base-url={biased.base_url},"
+                                                     "model=judge")
+        assert len(biased.requests) == 2 * 4 * 2  # 2 steps x 4 pairs x both orders
+    assert "trained online-dpo: 2 steps" in output
+    assert [row["pairs/skipped"] for row in metrics(out)] == [1.0, 1.0]
+    assert json.loads((out / "rl_run.json").read_text())["pairs_skipped"] == 8
+    start = weights(toy["policy"])
+    assert all(torch.equal(start[name], tensor) for name, tensor in weights(out).items())
+    # the same run with a reward that tells the two replies apart does train
+    out = tmp_path / "decided"
+    train("online-dpo", toy, out, "--max-steps", 2, "--lr", 1e-3, "--reward", f"rm:{toy['rm']}")
+    assert min(row["pairs/skipped"] for row in metrics(out)) < 1.0
+    assert any(not torch.equal(start[name], tensor) for name, tensor in weights(out).items())
+
+
+def test_online_dpo_refuses_a_micro_batch_of_several_pairs(toy, tmp_path):
+    config = tmp_path / "batch.yaml"
+    config.write_text("per_device_train_batch_size: 2\nmax_new_tokens: 8\n")
+    result = CliRunner().invoke(main, ["train", "online-dpo", "--prompts", str(toy["prompts"]),
+                                       "--model", str(toy["policy"]), "--output",
+                                       str(tmp_path / "out"), "--config", str(config),
+                                       "--reward", "verify"])
+    assert result.exit_code == 2
+    assert "per_device_train_batch_size must be 1 (got 2)" in result.output
+    assert "gradient_accumulation_steps" in result.output and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ command-line values), turns the ``--reward`` specs into reward functions
 trainer with the reward-hacking watch (``align.rl.callbacks``).
 
 Online defaults: ``beta`` 0.04 for GRPO (TRL's 0.0 keeps no reference model, so there would
-be no KL to watch), a checkpoint every ``save_steps`` (two kept), one log line per step. On a
+be no KL to watch), one pair per micro-batch for online DPO (so that a pair the judge did not
+decide is skipped exactly, ``align.rl.undecided``), a checkpoint every ``save_steps`` (two
+kept), one log line per step. On a
 GPU the trainers run in bf16 when it is supported and generate with vLLM (``use_vllm``,
 colocated) when vLLM is installed; on CPU in fp32 with ``use_cpu``.
 
@@ -39,6 +41,7 @@ from align.rl.rewards import (
     rm_scorer,
     verify_scorer,
 )
+from align.rl.undecided import check_batch, skipping_online_dpo
 from align.rl.watch import RewardWatch, Thresholds
 from align.train.metrics import METRICS_FILE, read_metrics
 from align.train.progress import quiet_library_warnings
@@ -61,6 +64,8 @@ def online_defaults(kind: str, save_steps: int) -> dict[str, Any]:
                               "save_total_limit": 2, "logging_steps": 1}
     if kind == "grpo":
         values["beta"] = 0.04
+    if kind == "online-dpo":  # one pair per micro-batch: see align.rl.undecided
+        values["per_device_train_batch_size"] = 1
     if torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None:
         values.update(use_vllm=True, vllm_mode="colocate")
     return values
@@ -157,6 +162,8 @@ def train_online(
     overrides["reward_weights"] = [spec.weight for spec in specs]
     config = build_config(kind, output, config_file, defaults=online_defaults(kind, save_steps),
                           **overrides)
+    if kind == "online-dpo":
+        check_batch(config)
     with ExitStack() as stack:
         stack.enter_context(quiet_library_warnings())
         tokenizer, watch = make_watch(model_dir, specs)
@@ -175,6 +182,7 @@ def train_online(
         "alarm_step": callback.alarm_step, "alarms": callback.alarm_messages,
         "stopped_on_alarm": bool(stop_on_alarm and callback.alarm_step is not None),
         "timed_out": callback.timed_out, "rewards": [spec.name for spec in specs],
+        "pairs_skipped": getattr(trainer, "skipped_pairs", None),
         "judge_requests": {key: sum(e.stats[key] for e in endpoints)
                            for key in ("requests", "from_ledger", "failed")},
         "metrics": str(output / METRICS_FILE),
@@ -206,6 +214,8 @@ def make_trainer(kind: str, config: Any, model_dir: str, tokenizer: Any,
     from align.train.trainers import trl_classes
 
     _, trainer_class = trl_classes(kind)
+    if kind == "online-dpo":
+        trainer_class = skipping_online_dpo(trainer_class)
     trainer = trainer_class(model=model_dir, reward_funcs=terms, args=config,
                             train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                             callbacks=[callback])
