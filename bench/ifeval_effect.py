@@ -16,7 +16,9 @@ the other (never side by side). Then the start model and the four trained ones a
 with the same settings, greedy:
 
 - with ``rlaif eval ifeval`` on IFEval's 541 prompts when that command exists (issue 16: the
-  four IFEval accuracies with 95% intervals, and the contamination check of the training
+  four IFEval accuracies with Wilson 95% intervals at ``--eval-tokens`` new tokens, each
+  method's change from the start model with a paired bootstrap interval over prompts, the
+  instructions each method gained and lost, and the contamination check of the training
   prompts against IFEval's with ``--check-train``);
 - otherwise on held-out prompts of the project's own (prompts split off by a hash of their id,
   never trained on), with ``align.eval.heldout.constraint_eval``: the share of answers that
@@ -27,7 +29,9 @@ The reward-hacking curves of every online run (reward, KL, length, truncation, r
 correlation, alarms) are summarised from their ``metrics.jsonl``; the whole result goes to
 ``--out`` as JSON and a Markdown table is printed.
 
-    .venv/bin/python bench/ifeval_effect.py --minutes 45           # the full comparison
+    .venv/bin/python bench/ifeval_effect.py --minutes 45           # the issue's 3-hour budget
+    .venv/bin/python bench/ifeval_effect.py --minutes 15 --online-lr 5e-6 --samples 2 \
+        --workdir DIR                                              # the README's run (2 h 10 min)
     .venv/bin/python bench/ifeval_effect.py --minutes 3 --train-prompts 16 --heldout 16 \\
         --tokens 48 --methods grpo,rloo,dpo,ppo                    # a short check
 """
