@@ -291,6 +291,21 @@ def test_builtin_demo_pipeline_checks(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+def test_demo_prints_only_its_reports_not_the_database(tmp_path):
+    from align.pipeline.cli import constraint_reports, demo_path, ifeval_outputs
+
+    plan = load_plan(demo_path(), output=tmp_path / "demo", profile="quick")
+    assert ifeval_outputs(plan) == {} and constraint_reports(plan) == []
+    out = tmp_path / "demo"
+    out.mkdir()
+    store.open_db(out / "rlaif.db").close()  # every eval stage also names the database
+    for name in ("eval_constraints.json", "ifeval_default.jsonl", "ifeval_grpo.jsonl"):
+        (out / name).write_text("{}\n")
+    assert constraint_reports(plan) == [out / "eval_constraints.json"]
+    assert ifeval_outputs(plan) == {"default": out / "ifeval_default.jsonl",
+                                    "grpo": out / "ifeval_grpo.jsonl"}
+
+
 def answers_in_ledger(db_path: Path, model_dir: Path) -> dict[str, str]:
     """{request body: response} of the ledger rows of one served model directory."""
     rows = store.load_rows(store.open_db(db_path), "requests")

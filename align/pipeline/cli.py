@@ -91,6 +91,13 @@ def ifeval_outputs(plan: Plan) -> dict[str, Path]:
     return found
 
 
+def constraint_reports(plan: Plan) -> list[Path]:
+    """The JSON report of each finished `eval constraints` stage (not the database it also
+    names as an output)."""
+    return [path for stage in plan.stages if stage.words == ("eval", "constraints")
+            for path in stage.outputs if path.suffix == ".json" and path.is_file()]
+
+
 def demo_path() -> Path:
     """The built-in demo pipeline file."""
     return Path(str(resources.files("align.pipeline") / "recipes" / DEMO_FILE))
@@ -129,11 +136,8 @@ def demo(output: Path, quick: bool, base_url: str | None, from_stage: str | None
             click.echo("")
             for line in format_side_by_side(scored):
                 click.echo(line)
-        for stage in plan.stages:
-            if stage.words == ("eval", "constraints"):
-                for path in stage.outputs:
-                    if path.is_file():
-                        click.echo("")
-                        for line in format_eval(json.loads(path.read_text())):
-                            click.echo(line)
+        for path in constraint_reports(plan):
+            click.echo("")
+            for line in format_eval(json.loads(path.read_text())):
+                click.echo(line)
     sys.exit(code)
