@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from alignment_effect import split_prompts, train_dpo, verifier_pairs  # noqa: E402
 
 from align.eval.heldout import constraint_eval, format_eval, sample_policy  # noqa: E402
+from align.eval.ifeval import accuracies, read_scored  # noqa: E402
 from align.ppo.cli import build_config as ppo_config  # noqa: E402
 from align.ppo.loop import train_ppo  # noqa: E402
 from align.rl.online import train_online  # noqa: E402
@@ -148,52 +149,34 @@ def contamination_check(answers: Path, train_prompts: Path) -> dict:
     return {"clean": done.returncode == 0, "stderr": done.stderr.strip()[-500:]}
 
 
-def per_prompt(answers: Path) -> dict[str, tuple[list[bool], list[bool], list[str]]]:
-    """key -> (strict list, loose list, instruction ids) from an `eval ifeval -o` file."""
-    rows = [json.loads(line) for line in answers.read_text().splitlines() if line.strip()]
-    return {str(r["key"]): (r["follow_instruction_list_strict"],
-                            r["follow_instruction_list_loose"], r["instruction_id_list"])
-            for r in rows}
-
-
-def four_numbers(rows: list[tuple[list[bool], list[bool], list[str]]]) -> list[float]:
-    """Prompt strict, instruction strict, prompt loose, instruction loose, and their mean."""
-    out = []
-    for mode in (0, 1):
-        lists = [row[mode] for row in rows]
-        out.append(sum(all(x) for x in lists) / len(lists))
-        out.append(sum(sum(x) for x in lists) / max(1, sum(len(x) for x in lists)))
-    return out + [sum(out) / 4]
-
-
 def compare(start: Path, other: Path, rounds: int, seed: int) -> dict[str, Any]:
     """The change of the four IFEval numbers and their average from ``start`` to ``other`` with
     a paired bootstrap interval (prompts resampled, both policies' answers to a prompt kept
     together), and the instructions whose strict accuracy moved."""
-    before, after = per_prompt(start), per_prompt(other)
-    keys = sorted(set(before) & set(after))
-    pairs = [(before[k], after[k]) for k in keys]
+    before = {str(row["key"]): row for row in read_scored(start)}
+    after = {str(row["key"]): row for row in read_scored(other)}
+    pairs = [(before[key], after[key]) for key in sorted(set(before) & set(after))]
+
+    def change(sample: list[tuple[dict, dict]]) -> dict[str, float]:
+        was, now = accuracies([p[0] for p in sample]), accuracies([p[1] for p in sample])
+        return {name: now[name] - was[name] for name in NUMBERS}
+
     rng = random.Random(seed)
-    point = [a - b for b, a in zip(four_numbers([p[0] for p in pairs]),
-                                  four_numbers([p[1] for p in pairs]), strict=True)]
-    draws: list[list[float]] = [[] for _ in point]
-    for _ in range(rounds):
-        sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
-        diff = [a - b for b, a in zip(four_numbers([p[0] for p in sample]),
-                                      four_numbers([p[1] for p in sample]), strict=True)]
-        for slot, value in zip(draws, diff, strict=True):
-            slot.append(value)
-    intervals = [[sorted(d)[int(0.025 * rounds)], sorted(d)[int(0.975 * rounds) - 1]]
-                 for d in draws]
+    draws = [change([pairs[rng.randrange(len(pairs))] for _ in pairs]) for _ in range(rounds)]
+    intervals = {}
+    for name in NUMBERS:
+        ordered = sorted(draw[name] for draw in draws)
+        intervals[name] = [ordered[int(0.025 * rounds)], ordered[int(0.975 * rounds) - 1]]
     moved: dict[str, list[int]] = {}
-    for (b_strict, _, ids), (a_strict, _, _) in pairs:
-        for instruction, was, now in zip(ids, b_strict, a_strict, strict=True):
+    for was, now in pairs:
+        for instruction, old, new in zip(was["instruction_id_list"],
+                                         was["follow_instruction_list_strict"],
+                                         now["follow_instruction_list_strict"], strict=True):
             tally = moved.setdefault(instruction, [0, 0, 0])
             tally[0] += 1
-            tally[1] += int(now and not was)
-            tally[2] += int(was and not now)
-    return {"prompts": len(keys), "change": dict(zip(NUMBERS, point, strict=True)),
-            "ci95": dict(zip(NUMBERS, intervals, strict=True)),
+            tally[1] += int(new and not old)
+            tally[2] += int(old and not new)
+    return {"prompts": len(pairs), "change": change(pairs), "ci95": intervals,
             "instructions_gained_lost": {k: {"n": v[0], "gained": v[1], "lost": v[2]}
                                          for k, v in sorted(moved.items()) if v[1] or v[2]}}
 

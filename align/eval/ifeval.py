@@ -92,22 +92,35 @@ def score_answers(answers: list[tuple[IfevalPrompt, str]]) -> list[dict[str, Any
     return rows
 
 
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The four accuracies, their average, 95% intervals and per-instruction accuracy."""
-    counts: dict[str, list[int]] = {}
+def counts(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """(followed, total) of each of the four accuracies over scored prompt rows."""
+    found: dict[str, tuple[int, int]] = {}
     for mode in ("strict", "loose"):
         lists = [row[f"follow_instruction_list_{mode}"] for row in rows]
-        counts[f"prompt_level_{mode}_acc"] = [sum(all(x) for x in lists), len(lists)]
-        counts[f"inst_level_{mode}_acc"] = [sum(sum(x) for x in lists),
-                                            sum(len(x) for x in lists)]
+        found[f"prompt_level_{mode}_acc"] = (sum(all(x) for x in lists), len(lists))
+        found[f"inst_level_{mode}_acc"] = (sum(sum(x) for x in lists),
+                                           sum(len(x) for x in lists))
+    return found
+
+
+def accuracies(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The four accuracies and their average (no intervals: cheap enough to bootstrap)."""
+    result = {name: hits / n if n else 0.0 for name, (hits, n) in counts(rows).items()}
+    result["average"] = sum(result[name] for name in METRICS) / len(METRICS)
+    return result
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The four accuracies, their average, 95% intervals and per-instruction accuracy."""
+    tally = counts(rows)
     result: dict[str, Any] = {}
     for name in METRICS:
-        hits, n = counts[name]
+        hits, n = tally[name]
         result[name] = hits / n if n else 0.0
         result[f"{name}_ci"] = list(wilson(hits, n) or (0.0, 0.0))
     result["average"] = sum(result[name] for name in METRICS) / len(METRICS)
     result["n_prompts"] = len(rows)
-    result["n_instructions"] = counts["inst_level_strict_acc"][1]
+    result["n_instructions"] = tally["inst_level_strict_acc"][1]
     result["per_instruction"] = per_instruction(rows)
     return result
 
